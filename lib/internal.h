@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* Private functions of the zcopy core, hidden from the shared library. */
+#ifndef ZCOPY_INTERNAL_H
+#define ZCOPY_INTERNAL_H
+
+#include <errno.h>
+#include <sys/uio.h>
+
+#include "types.h"
+
+#define ZC_HIDDEN __attribute__((visibility("hidden")))
+#define ZC_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ZC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- backends: the one seam between lib/ and a way of sending ---- */
+
+enum zc_backend_caps {
+    ZC_BE_ZEROCOPY = 1u << 0,    /* may send parts without a copy */
+    ZC_BE_NEEDS_PROTECT = 1u << 1, /* sealed data must be write-protected */
+    ZC_BE_OWN_PROTECT = 1u << 2, /* protects through ops->protect */
+};
+
+struct zc_backend_ops {
+    const char *name;
+    unsigned caps;
+    /* 0 if the backend can run here, else a negative errno and a reason. */
+    int (*probe)(char *why, size_t why_len);
+    /* Start on a pool whose arena is already set up. */
+    int (*init)(struct zc_pool *pool, char *why, size_t why_len);
+    void (*fini)(struct zc_pool *pool);
+    /* Optional: provide the arena (kmod maps the module's pages). */
+    void *(*arena_map)(struct zc_pool *pool, size_t size);
+    void (*arena_unmap)(struct zc_pool *pool, void *arena, size_t size);
+    /* Optional with ZC_BE_OWN_PROTECT: write-protect or release a range. */
+    int (*protect)(struct zc_pool *pool, void *addr, size_t len, bool on);
+    /* Smallest part worth sending without a copy on this socket. */
+    size_t (*copy_threshold)(struct zc_pool *pool, int fd);
+    /* sendmsg(2) semantics: bytes sent or -1 and errno. Owns the in-flight
+     * references of the parts that have a pageblock, sent or not. */
+    ssize_t (*sendmsg)(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                       struct zc_part *parts, size_t nparts, int flags);
+    /* Reap completions of any thread's sends; callable from any thread. */
+    int (*poll)(struct zc_pool *pool, int timeout_ms);
+};
+
+extern const struct zc_backend_ops zc_backend_copy ZC_HIDDEN;
+#ifdef ZCOPY_HAVE_IOURING
+extern const struct zc_backend_ops zc_backend_iouring ZC_HIDDEN;
+#endif
+#ifdef ZCOPY_HAVE_MSGZC
+extern const struct zc_backend_ops zc_backend_msgzc ZC_HIDDEN;
+#endif
+#ifdef ZCOPY_HAVE_KMOD
+extern const struct zc_backend_ops zc_backend_kmod ZC_HIDDEN;
+#endif
+
+/* backend.c */
+ZC_HIDDEN const struct zc_backend_ops *zc__backend_find(const char *name);
+ZC_HIDDEN int zc__backend_select(struct zc_pool *pool, const char *spec);
+
+/* ---- options.c ---- */
+ZC_HIDDEN const char *zc__getenv(const char *name);
+ZC_HIDDEN int zc__parse_size(const char *s, size_t *out);
+ZC_HIDDEN int zc__option_size(const char *env, size_t *out);
+
+/* ---- log.c ---- */
+ZC_HIDDEN bool zc__log_enabled(void);
+ZC_HIDDEN void zc__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define ZC_LOG(...)                                                            \
+    do {                                                                       \
+        if (ZC_UNLIKELY(zc__log_enabled()))                                    \
+            zc__log(__VA_ARGS__);                                              \
+    } while (0)
+
+/* ---- sizeclass.c ---- */
+ZC_HIDDEN unsigned zc__size_class(size_t size);
+ZC_HIDDEN size_t zc__class_size(unsigned cls);
+ZC_HIDDEN void zc__classes_init(struct zc_pool *pool);
+
+/* ---- span.c: page runs of the arena, metadata records, page map ---- */
+ZC_HIDDEN int zc__span_init(struct zc_pool *pool);
+ZC_HIDDEN void zc__span_fini(struct zc_pool *pool);
+ZC_HIDDEN struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages);
+ZC_HIDDEN void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN size_t zc__span_reap_deferred(struct zc_pool *pool);
+
+static inline struct zc_pageblock *zc__lookup(const struct zc_pool *pool, const void *p)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)pool->arena;
+    if (off >= pool->arena_size)
+        return NULL;
+    uint32_t idx = atomic_load_explicit(&pool->pagemap[off >> ZC_PAGE_SHIFT],
+                                        memory_order_acquire);
+    return idx ? &pool->metas[idx] : NULL;
+}
+
+/* ---- pageblock.c: slots of one class ---- */
+ZC_HIDDEN void zc__pb_init_small(struct zc_pageblock *pb, const struct zc_class *cls,
+                                 unsigned cls_idx);
+ZC_HIDDEN void *zc__pb_take(struct zc_pageblock *pb);
+ZC_HIDDEN bool zc__pb_collect(struct zc_pageblock *pb);
+ZC_HIDDEN bool zc__pb_has_free(const struct zc_pageblock *pb);
+ZC_HIDDEN bool zc__pb_is_empty(const struct zc_pageblock *pb);
+ZC_HIDDEN int zc__pb_slot(const struct zc_pageblock *pb, const void *p, bool exact);
+ZC_HIDDEN bool zc__pb_slot_live(const struct zc_pageblock *pb, unsigned slot);
+ZC_HIDDEN int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb,
+                               unsigned slot, struct zc_heap *self);
+ZC_HIDDEN void zc__pb_detach(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls,
+                                                  struct zc_heap *heap);
+ZC_HIDDEN void zc__pb_retire(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN void zc__pb_finish_free(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN void zc__large_release(struct zc_pool *pool, struct zc_pageblock *pb);
+
+/* ---- heap.c ---- */
+ZC_HIDDEN struct zc_heap *zc__heap_get(struct zc_pool *pool);
+ZC_HIDDEN struct zc_heap *zc__heap_peek(struct zc_pool *pool);
+ZC_HIDDEN int zc__heaps_init(struct zc_pool *pool);
+ZC_HIDDEN void zc__heaps_fini(struct zc_pool *pool);
+
+/* ---- protect.c ---- */
+ZC_HIDDEN int zc__protect_init(struct zc_pool *pool, char *why, size_t why_len);
+ZC_HIDDEN void zc__protect_fini(struct zc_pool *pool);
+ZC_HIDDEN int zc__protect_probe(char *why, size_t why_len);
+ZC_HIDDEN int zc__pb_protect(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN int zc__pb_try_unprotect(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN void zc__pb_wait_idle(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN int zc__range_protect(struct zc_pool *pool, void *addr, size_t len, bool on);
+
+/* ---- send completions, for backends ---- */
+ZC_HIDDEN void zc__inflight_put(struct zc_pool *pool, struct zc_pageblock *pb,
+                                uint32_t n);
+ZC_HIDDEN void zc__parts_release(struct zc_pool *pool, struct zc_part *parts,
+                                 size_t nparts);
+
+#define ZC_STAT_ADD(pool, field, v)                                            \
+    atomic_fetch_add_explicit(&(pool)->st.field, (v), memory_order_relaxed)
+
+#endif

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pageblocks: runs of pages holding objects of one size class. Free slots
+ * are bitmaps in the out-of-band metadata: the owning heap's bits, written
+ * by its thread only, and bits set atomically by frees from anywhere else.
+ * A pageblock no heap owns waits on its class's partial list.
+ */
+#include <sched.h>
+#include <string.h>
+
+#include "internal.h"
+
+static unsigned pb_words(const struct zc_pageblock *pb)
+{
+    return (pb->nslots + 63u) / 64u;
+}
+
+void zc__pb_init_small(struct zc_pageblock *pb, const struct zc_class *cls, unsigned cls_idx)
+{
+    pb->slot_size = cls->size;
+    pb->nslots = cls->nslots;
+    pb->class_idx = (uint8_t)cls_idx;
+    pb->hint = 0;
+    atomic_store_explicit(&pb->sealed, 0, memory_order_relaxed);
+    unsigned words = pb_words(pb);
+    for (unsigned w = 0; w < ZC_PB_WORDS; w++) {
+        uint64_t bits = 0;
+        if (w + 1 < words)
+            bits = ~(uint64_t)0;
+        else if (w + 1 == words)
+            bits = (pb->nslots % 64) ? (((uint64_t)1 << (pb->nslots % 64)) - 1) : ~(uint64_t)0;
+        atomic_store_explicit(&pb->local_free[w], bits, memory_order_relaxed);
+        atomic_store_explicit(&pb->xthread_free[w], 0, memory_order_relaxed);
+        atomic_store_explicit(&pb->sealed_bits[w], 0, memory_order_relaxed);
+    }
+}
+
+/* Owner only: take the lowest free slot. */
+void *zc__pb_take(struct zc_pageblock *pb)
+{
+    unsigned words = pb_words(pb);
+    for (unsigned w = pb->hint; w < words; w++) {
+        uint64_t v = atomic_load_explicit(&pb->local_free[w], memory_order_relaxed);
+        if (v) {
+            unsigned b = (unsigned)__builtin_ctzll(v);
+            atomic_store_explicit(&pb->local_free[w], v & (v - 1), memory_order_relaxed);
+            pb->hint = (uint16_t)w;
+            return pb->start + (size_t)(w * 64 + b) * pb->slot_size;
+        }
+    }
+    pb->hint = (uint16_t)words;
+    return NULL;
+}
+
+/* Owner only: move the slots freed elsewhere into the owner's bits. */
+bool zc__pb_collect(struct zc_pageblock *pb)
+{
+    bool got = false;
+    unsigned words = pb_words(pb);
+    for (unsigned w = 0; w < words; w++) {
+        if (!atomic_load_explicit(&pb->xthread_free[w], memory_order_relaxed))
+            continue;
+        uint64_t x = atomic_exchange_explicit(&pb->xthread_free[w], 0, memory_order_acquire);
+        uint64_t v = atomic_load_explicit(&pb->local_free[w], memory_order_relaxed);
+        atomic_store_explicit(&pb->local_free[w], v | x, memory_order_relaxed);
+        if (w < pb->hint)
+            pb->hint = (uint16_t)w;
+        got = true;
+    }
+    return got;
+}
+
+bool zc__pb_has_free(const struct zc_pageblock *pb)
+{
+    unsigned words = pb_words(pb);
+    for (unsigned w = 0; w < words; w++)
+        if (atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w]))
+            return true;
+    return false;
+}
+
+bool zc__pb_is_empty(const struct zc_pageblock *pb)
+{
+    unsigned n = 0, words = pb_words(pb);
+    for (unsigned w = 0; w < words; w++)
+        n += (unsigned)__builtin_popcountll(atomic_load(&pb->local_free[w]) |
+                                            atomic_load(&pb->xthread_free[w]));
+    return n == pb->nslots;
+}
+
+/* The slot @p falls in, or -1 if outside; with @exact, only a slot start. */
+int zc__pb_slot(const struct zc_pageblock *pb, const void *p, bool exact)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)pb->start;
+    if (off >= (uintptr_t)pb->npages * ZC_PAGE_SIZE)
+        return -1;
+    size_t slot = off / pb->slot_size;
+    if (slot >= pb->nslots || (exact && off % pb->slot_size))
+        return -1;
+    return (int)slot;
+}
+
+bool zc__pb_slot_live(const struct zc_pageblock *pb, unsigned slot)
+{
+    uint32_t st = atomic_load_explicit(&pb->astate, memory_order_acquire);
+    if (pb->class_idx == ZC_NUM_CLASSES)
+        return st == ZC_PB_LARGE_LIVE;
+    if (st != ZC_PB_OWNED && st != ZC_PB_FULL && st != ZC_PB_LISTED)
+        return false;
+    unsigned w = slot / 64;
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    return !((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & bit);
+}
+
+/* ---- class partial lists (circular, doubly linked) ---- */
+
+static void partial_push(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    struct zc_class *cls = &pool->classes[pb->class_idx];
+    pthread_mutex_lock(&cls->lock);
+    struct zc_pageblock *head = cls->partial;
+    if (!head) {
+        pb->next = pb->prev = pb;
+        cls->partial = pb;
+    } else {
+        pb->next = head;
+        pb->prev = head->prev;
+        head->prev->next = pb;
+        head->prev = pb;
+    }
+    pthread_mutex_unlock(&cls->lock);
+    ZC_STAT_ADD(pool, pageblocks_partial, 1);
+}
+
+static void partial_unlink(struct zc_class *cls, struct zc_pageblock *pb)
+{
+    if (pb->next == pb) {
+        cls->partial = NULL;
+    } else {
+        pb->prev->next = pb->next;
+        pb->next->prev = pb->prev;
+        if (cls->partial == pb)
+            cls->partial = pb->next;
+    }
+    pb->next = pb->prev = NULL;
+}
+
+/* A detached pageblock with a free slot goes on its partial list, once. */
+static void pb_list_if_free(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    uint32_t expect = ZC_PB_FULL;
+    if (atomic_compare_exchange_strong(&pb->astate, &expect, ZC_PB_LISTED)) {
+        ZC_STAT_ADD(pool, pageblocks_full, -1);
+        partial_push(pool, pb);
+    }
+}
+
+void zc__pb_detach(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    atomic_store_explicit(&pb->owner, NULL, memory_order_relaxed);
+    ZC_STAT_ADD(pool, pageblocks_active, -1);
+    ZC_STAT_ADD(pool, pageblocks_full, 1);
+    atomic_store(&pb->astate, ZC_PB_FULL);
+    /* A free that ran while we still owned it set a bit we now see. */
+    if (zc__pb_has_free(pb)) {
+        pb_list_if_free(pool, pb);
+        if (zc__pb_is_empty(pb))
+            zc__pb_retire(pool, pb);
+    }
+}
+
+/* Take a partial pageblock of class @cls that has no sends in flight. */
+struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
+                                        struct zc_heap *heap)
+{
+    struct zc_class *cls = &pool->classes[cls_idx];
+    if (!cls->partial)
+        return NULL;
+    pthread_mutex_lock(&cls->lock);
+    struct zc_pageblock *pb = cls->partial;
+    for (unsigned tries = 0; pb && tries < 8; tries++) {
+        if (atomic_load(&pb->in_flight) == 0 &&
+            atomic_load(&pb->prot) != ZC_PROT_PROTECTING) {
+            partial_unlink(cls, pb);
+            atomic_store_explicit(&pb->owner, heap, memory_order_relaxed);
+            atomic_store(&pb->astate, ZC_PB_OWNED);
+            pthread_mutex_unlock(&cls->lock);
+            ZC_STAT_ADD(pool, pageblocks_partial, -1);
+            ZC_STAT_ADD(pool, pageblocks_active, 1);
+            pb->hint = 0;
+            zc__pb_collect(pb);
+            return pb;
+        }
+        /* still in flight: look at it again later */
+        cls->partial = pb = pb->next;
+    }
+    pthread_mutex_unlock(&cls->lock);
+    return NULL;
+}
+
+int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb, unsigned slot,
+                     struct zc_heap *self)
+{
+    unsigned w = slot / 64;
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    if ((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & bit)
+        return -EINVAL; /* double free */
+    if (atomic_fetch_and(&pb->sealed_bits[w], ~bit) & bit)
+        atomic_fetch_sub(&pb->sealed, 1);
+    if (self && atomic_load_explicit(&pb->owner, memory_order_relaxed) == self) {
+        uint64_t v = atomic_load_explicit(&pb->local_free[w], memory_order_relaxed);
+        atomic_store_explicit(&pb->local_free[w], v | bit, memory_order_relaxed);
+        if (w < pb->hint)
+            pb->hint = (uint16_t)w;
+        return 0;
+    }
+    if (atomic_fetch_or(&pb->xthread_free[w], bit) & bit)
+        return -EINVAL; /* double free, racing with itself */
+    uint32_t st = atomic_load(&pb->astate);
+    if (st == ZC_PB_FULL)
+        pb_list_if_free(pool, pb);
+    if ((st == ZC_PB_FULL || st == ZC_PB_LISTED) && zc__pb_is_empty(pb))
+        zc__pb_retire(pool, pb);
+    return 0;
+}
+
+/* Called with span_lock held, in_flight zero: unprotect, give the span back. */
+void zc__pb_finish_free(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    uint32_t prot = atomic_load(&pb->prot);
+    if (prot != ZC_PROT_NONE) {
+        zc__range_protect(pool, pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, false);
+        atomic_store(&pb->prot, ZC_PROT_NONE);
+        ZC_STAT_ADD(pool, unprotects, 1);
+        if (pb->class_idx == ZC_NUM_CLASSES)
+            ZC_STAT_ADD(pool, large_protected, -1);
+        else
+            ZC_STAT_ADD(pool, pageblocks_protected, -1);
+    }
+    zc__span_free_locked(pool, pb);
+}
+
+/* @pb is ours alone (retiring or a freed large object): stop new zero-copy
+ * sends of it, then return its span now or once its sends complete. */
+static void pb_release(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    for (unsigned spins = 0;; spins++) {
+        uint32_t st = atomic_load(&pb->prot);
+        if (st == ZC_PROT_NONE)
+            break;
+        if (st == ZC_PROT_ON) {
+            if (atomic_compare_exchange_strong(&pb->prot, &st, ZC_PROT_RELEASING))
+                break;
+            continue;
+        }
+        /* another thread is protecting or unprotecting it right now */
+        sched_yield();
+    }
+    pthread_mutex_lock(&pool->span_lock);
+    atomic_store(&pb->pending_free, true);
+    pb->prev = NULL;
+    pb->next = pool->deferred;
+    if (pool->deferred)
+        pool->deferred->prev = pb;
+    pool->deferred = pb;
+    pthread_mutex_unlock(&pool->span_lock);
+    /* The span is on the deferred list: reap it now if it is already idle. */
+    zc__span_reap_deferred(pool);
+}
+
+void zc__pb_retire(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    uint32_t st = ZC_PB_FULL;
+    if (atomic_compare_exchange_strong(&pb->astate, &st, ZC_PB_RETIRING)) {
+        ZC_STAT_ADD(pool, pageblocks_full, -1);
+    } else if (st == ZC_PB_LISTED) {
+        struct zc_class *cls = &pool->classes[pb->class_idx];
+        pthread_mutex_lock(&cls->lock);
+        st = ZC_PB_LISTED;
+        bool mine = atomic_compare_exchange_strong(&pb->astate, &st, ZC_PB_RETIRING);
+        if (mine)
+            partial_unlink(cls, pb);
+        pthread_mutex_unlock(&cls->lock);
+        if (!mine)
+            return;
+        ZC_STAT_ADD(pool, pageblocks_partial, -1);
+    } else {
+        return;
+    }
+    /* A slot could have been taken before we claimed it: only if owned,
+     * which the claim excludes; so it is still empty. */
+    pb_release(pool, pb);
+}
+
+void zc__large_release(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    ZC_STAT_ADD(pool, large_objects, -1);
+    pb_release(pool, pb);
+}

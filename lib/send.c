@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zc_send / zc_sendmsg: decide, part by part, what may go without a copy,
+ * and hold the pageblocks of those parts in flight for the backend.
+ */
+#include <limits.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* A part may go zero-copy if it lies in one sealed object of a protected
+ * pageblock. The in-flight count is raised before the protection is read,
+ * so an unprotect that starts later waits for us (it sets the state first,
+ * then reads in_flight). */
+static struct zc_pageblock *pin(struct zc_pool *pool, const void *base, size_t len)
+{
+    struct zc_pageblock *pb = zc__lookup(pool, base);
+    if (!pb)
+        return NULL;
+    int slot = zc__pb_slot(pb, base, false);
+    if (slot < 0)
+        return NULL;
+    const uint8_t *slot_end = pb->start + (size_t)(slot + 1) * pb->slot_size;
+    if ((const uint8_t *)base + len > slot_end)
+        return NULL;
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    _Atomic uint64_t *sealed = &pb->sealed_bits[slot / 64];
+    if (!(atomic_load_explicit(sealed, memory_order_relaxed) & bit) ||
+        atomic_load_explicit(&pb->prot, memory_order_relaxed) != ZC_PROT_ON)
+        return NULL;
+    atomic_fetch_add(&pb->in_flight, 1);
+    if (atomic_load(&pb->prot) != ZC_PROT_ON || !(atomic_load(sealed) & bit)) {
+        zc__inflight_put(pool, pb, 1);
+        return NULL;
+    }
+    ZC_STAT_ADD(pool, in_flight, 1);
+    return pb;
+}
+
+void zc__inflight_put(struct zc_pool *pool, struct zc_pageblock *pb, uint32_t n)
+{
+    uint32_t left = atomic_fetch_sub(&pb->in_flight, n) - n;
+    if (left == 0 && atomic_load(&pb->pending_free))
+        zc__span_reap_deferred(pool);
+}
+
+void zc__parts_release(struct zc_pool *pool, struct zc_part *parts, size_t nparts)
+{
+    for (size_t i = 0; i < nparts; i++) {
+        if (parts[i].pb) {
+            ZC_STAT_ADD(pool, in_flight, (uint64_t)-1);
+            zc__inflight_put(pool, parts[i].pb, 1);
+            parts[i].pb = NULL;
+        }
+    }
+}
+
+ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int flags)
+{
+    if (!pool || !msg || (msg->msg_iovlen && !msg->msg_iov)) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t n = msg->msg_iovlen;
+    if (n > IOV_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    struct zc_part stack_parts[16];
+    struct zc_part *parts = stack_parts;
+    if (n > 16) {
+        parts = malloc(n * sizeof(*parts));
+        if (!parts) {
+            errno = ENOBUFS;
+            return -1;
+        }
+    }
+    bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
+    size_t threshold = pool->copy_threshold;
+    if (zerocopy && !threshold)
+        threshold = pool->ops->copy_threshold ? pool->ops->copy_threshold(pool, fd) : 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct iovec *iov = &msg->msg_iov[i];
+        parts[i].base = iov->iov_base;
+        parts[i].len = iov->iov_len;
+        parts[i].pb = NULL;
+        if (zerocopy && iov->iov_len >= threshold)
+            parts[i].pb = pin(pool, iov->iov_base, iov->iov_len);
+    }
+    ssize_t r = pool->ops->sendmsg(pool, fd, msg, parts, n, flags);
+    if (r > 0)
+        ZC_STAT_ADD(pool, sends, 1);
+    if (parts != stack_parts) {
+        int err = errno;
+        free(parts);
+        errno = err;
+    }
+    return r;
+}
+
+ZC_API ssize_t zc_send(zc_pool *pool, int fd, const void *buf, size_t len, int flags)
+{
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    return zc_sendmsg(pool, fd, &msg, flags);
+}

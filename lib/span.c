@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Page runs ("spans") of the arena: pageblocks and large objects are carved
+ * from a bump pointer or from free spans binned by length; freed spans
+ * coalesce with free neighbours through the page map. Also the metadata
+ * records, which live outside the arena.
+ */
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+/* Above this many free committed bytes, freed spans go back to the kernel. */
+#define ZC_FREE_COMMITTED_MIN ((size_t)8 << 20)
+
+static uint32_t meta_index(const struct zc_pool *pool, const struct zc_pageblock *pb)
+{
+    return (uint32_t)(pb - pool->metas);
+}
+
+static struct zc_pageblock *meta_new(struct zc_pool *pool)
+{
+    uint32_t idx = pool->meta_free;
+    if (idx) {
+        pool->meta_free = (uint32_t)(uintptr_t)pool->metas[idx].next;
+    } else {
+        if (pool->meta_next >= pool->metas_max)
+            return NULL;
+        idx = pool->meta_next++;
+    }
+    struct zc_pageblock *pb = &pool->metas[idx];
+    memset(pb, 0, sizeof(*pb));
+    return pb;
+}
+
+static void meta_delete(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    pb->start = NULL;
+    pb->next = (struct zc_pageblock *)(uintptr_t)pool->meta_free;
+    pool->meta_free = meta_index(pool, pb);
+}
+
+static size_t page_of(const struct zc_pool *pool, const void *p)
+{
+    return (size_t)((const uint8_t *)p - pool->arena) >> ZC_PAGE_SHIFT;
+}
+
+static void map_set(struct zc_pool *pool, size_t first, size_t n, uint32_t idx)
+{
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&pool->pagemap[first + i], idx, memory_order_release);
+}
+
+/* A free span is found from its first and its last page. */
+static void map_free_ends(struct zc_pool *pool, struct zc_pageblock *pb, uint32_t idx)
+{
+    size_t first = page_of(pool, pb->start);
+    atomic_store_explicit(&pool->pagemap[first], idx, memory_order_release);
+    atomic_store_explicit(&pool->pagemap[first + pb->npages - 1], idx,
+                          memory_order_release);
+}
+
+static unsigned bin_of(size_t npages)
+{
+    return npages < ZC_SPAN_BINS ? (unsigned)npages : 0;
+}
+
+static void bin_insert(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    struct zc_pageblock **head = &pool->bins[bin_of(pb->npages)];
+    pb->prev = NULL;
+    pb->next = *head;
+    if (*head)
+        (*head)->prev = pb;
+    *head = pb;
+}
+
+static void bin_remove(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    if (pb->prev)
+        pb->prev->next = pb->next;
+    else
+        pool->bins[bin_of(pb->npages)] = pb->next;
+    if (pb->next)
+        pb->next->prev = pb->prev;
+    pb->next = pb->prev = NULL;
+}
+
+int zc__span_init(struct zc_pool *pool)
+{
+    pool->arena_pages = pool->arena_size >> ZC_PAGE_SHIFT;
+    size_t map_bytes = pool->arena_pages * sizeof(*pool->pagemap);
+    /* Every span covers a page at least, plus record 0 that means "none". */
+    pool->metas_max = pool->arena_pages + 1;
+    size_t meta_bytes = pool->metas_max * sizeof(struct zc_pageblock);
+    void *map = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED)
+        return -ENOMEM;
+    void *metas = mmap(NULL, meta_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (metas == MAP_FAILED) {
+        munmap(map, map_bytes);
+        return -ENOMEM;
+    }
+    pool->pagemap = map;
+    pool->metas = metas;
+    pool->meta_next = 1;
+    pool->meta_free = 0;
+    pool->hwm_pages = 0;
+    memset(pool->bins, 0, sizeof(pool->bins));
+    return 0;
+}
+
+void zc__span_fini(struct zc_pool *pool)
+{
+    if (pool->pagemap)
+        munmap((void *)pool->pagemap, pool->arena_pages * sizeof(*pool->pagemap));
+    if (pool->metas)
+        munmap(pool->metas, pool->metas_max * sizeof(struct zc_pageblock));
+    pool->pagemap = NULL;
+    pool->metas = NULL;
+}
+
+static struct zc_pageblock *find_free(struct zc_pool *pool, size_t npages)
+{
+    for (size_t b = npages; b < ZC_SPAN_BINS; b++)
+        if (pool->bins[b])
+            return pool->bins[b];
+    /* first fit among the long spans */
+    for (struct zc_pageblock *pb = pool->bins[0]; pb; pb = pb->next)
+        if (pb->npages >= npages)
+            return pb;
+    return NULL;
+}
+
+static struct zc_pageblock *carve(struct zc_pool *pool, size_t npages)
+{
+    struct zc_pageblock *pb = find_free(pool, npages);
+    if (pb) {
+        bin_remove(pool, pb);
+        if (pb->committed)
+            pool->free_committed_pages -= pb->npages;
+        if (pb->npages > npages) {
+            struct zc_pageblock *rest = meta_new(pool);
+            if (!rest) {
+                /* keep the span whole rather than fail */
+                bin_insert(pool, pb);
+                if (pb->committed)
+                    pool->free_committed_pages += pb->npages;
+                return NULL;
+            }
+            rest->start = pb->start + npages * ZC_PAGE_SIZE;
+            rest->npages = (uint32_t)(pb->npages - npages);
+            rest->committed = pb->committed;
+            atomic_store_explicit(&rest->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
+            if (rest->committed)
+                pool->free_committed_pages += rest->npages;
+            map_free_ends(pool, rest, meta_index(pool, rest));
+            bin_insert(pool, rest);
+            pb->npages = (uint32_t)npages;
+        }
+        return pb;
+    }
+    if (pool->hwm_pages + npages > pool->arena_pages)
+        return NULL;
+    pb = meta_new(pool);
+    if (!pb)
+        return NULL;
+    pb->start = pool->arena + pool->hwm_pages * ZC_PAGE_SIZE;
+    pb->npages = (uint32_t)npages;
+    pool->hwm_pages += npages;
+    return pb;
+}
+
+struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages)
+{
+    pthread_mutex_lock(&pool->span_lock);
+    struct zc_pageblock *pb = carve(pool, npages);
+    if (!pb && pool->deferred) {
+        /* spans waiting for their sends may be free by now */
+        pthread_mutex_unlock(&pool->span_lock);
+        if (pool->ops->poll)
+            pool->ops->poll(pool, 0);
+        zc__span_reap_deferred(pool);
+        pthread_mutex_lock(&pool->span_lock);
+        pb = carve(pool, npages);
+    }
+    if (pb) {
+        pool->used_pages += npages;
+        pb->committed = false;
+        atomic_store_explicit(&pb->pending_free, false, memory_order_relaxed);
+        pb->next = pb->prev = NULL;
+        atomic_store_explicit(&pb->prot, ZC_PROT_NONE, memory_order_relaxed);
+        atomic_store_explicit(&pb->in_flight, 0, memory_order_relaxed);
+        map_set(pool, page_of(pool, pb->start), npages, meta_index(pool, pb));
+    }
+    pthread_mutex_unlock(&pool->span_lock);
+    if (pb)
+        ZC_STAT_ADD(pool, bytes_committed, (int64_t)(npages * ZC_PAGE_SIZE));
+    return pb;
+}
+
+void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    size_t first = page_of(pool, pb->start);
+    size_t n = pb->npages;
+    pool->used_pages -= n;
+    ZC_STAT_ADD(pool, bytes_committed, -(int64_t)(n * ZC_PAGE_SIZE));
+    map_set(pool, first, n, 0);
+    atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
+    pb->committed = true;
+
+    /* coalesce with the free span before and the one after */
+    if (first > 0) {
+        uint32_t li = atomic_load_explicit(&pool->pagemap[first - 1], memory_order_relaxed);
+        struct zc_pageblock *left = li ? &pool->metas[li] : NULL;
+        if (left && atomic_load_explicit(&left->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
+            bin_remove(pool, left);
+            if (left->committed)
+                pool->free_committed_pages -= left->npages;
+            map_set(pool, first - 1, 1, 0);
+            left->npages += pb->npages;
+            left->committed = true;
+            meta_delete(pool, pb);
+            pb = left;
+            first = page_of(pool, pb->start);
+        }
+    }
+    size_t after = first + pb->npages;
+    if (after < pool->hwm_pages) {
+        uint32_t ri = atomic_load_explicit(&pool->pagemap[after], memory_order_relaxed);
+        struct zc_pageblock *right = ri ? &pool->metas[ri] : NULL;
+        if (right && atomic_load_explicit(&right->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
+            bin_remove(pool, right);
+            if (right->committed)
+                pool->free_committed_pages -= right->npages;
+            map_set(pool, after, right->npages, 0);
+            pb->npages += right->npages;
+            meta_delete(pool, right);
+        }
+    }
+    /* Too much committed but unused memory: give this span back. */
+    size_t limit = pool->used_pages / 8;
+    if (limit < (ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT))
+        limit = ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT;
+    if (pool->free_committed_pages + pb->npages > limit && !pool->arena_from_backend) {
+        madvise(pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, MADV_DONTNEED);
+        pb->committed = false;
+    }
+    if (pb->committed)
+        pool->free_committed_pages += pb->npages;
+    if (page_of(pool, pb->start) + pb->npages == pool->hwm_pages && !pb->committed) {
+        /* the top of the arena: lower the bump pointer */
+        pool->hwm_pages -= pb->npages;
+        meta_delete(pool, pb);
+        return;
+    }
+    map_free_ends(pool, pb, meta_index(pool, pb));
+    bin_insert(pool, pb);
+}
+
+void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    pthread_mutex_lock(&pool->span_lock);
+    zc__span_free_locked(pool, pb);
+    pthread_mutex_unlock(&pool->span_lock);
+}
+
+/* Return the spans whose last sends have completed since they were freed. */
+size_t zc__span_reap_deferred(struct zc_pool *pool)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&pool->span_lock);
+    struct zc_pageblock *pb = pool->deferred;
+    while (pb) {
+        struct zc_pageblock *next = pb->next;
+        if (atomic_load(&pb->in_flight) == 0) {
+            if (pb->prev)
+                pb->prev->next = next;
+            else
+                pool->deferred = next;
+            if (next)
+                next->prev = pb->prev;
+            pb->next = pb->prev = NULL;
+            atomic_store(&pb->pending_free, false);
+            zc__pb_finish_free(pool, pb);
+            n++;
+        }
+        pb = next;
+    }
+    pthread_mutex_unlock(&pool->span_lock);
+    return n;
+}

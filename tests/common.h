@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the zcopy tests: pools, loopback sockets, patterns. */
+#ifndef ZCOPY_TEST_COMMON_H
+#define ZCOPY_TEST_COMMON_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <zcopy/zcopy.h>
+
+/* A pool on @backend (NULL: default) ignoring the environment. */
+zc_pool *test_pool(const char *backend, uint32_t flags, size_t arena);
+
+/* Deterministic bytes from (seed, offset): any slice can be checked. */
+void pattern_fill(void *p, size_t n, uint64_t seed, size_t offset);
+/* Index of the first wrong byte, or (size_t)-1. */
+size_t pattern_check(const void *p, size_t n, uint64_t seed, size_t offset);
+
+/* Connected TCP pair on 127.0.0.1. */
+void tcp_pair(int *client, int *server);
+/* Connected UDP pair on 127.0.0.1. */
+void udp_pair(int *tx, int *rx);
+/* Read exactly @n bytes within @timeout_ms; returns bytes read. */
+size_t recv_exact(int fd, void *buf, size_t n, int timeout_ms);
+void set_nonblocking(int fd);
+
+uint64_t test_now_ns(void);
+
+#endif

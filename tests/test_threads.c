@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* Allocation churn and cross-thread frees from 2 threads, checked against a
+ * shadow map of the arena: no overlap, no corrupted object, no lost slot. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "internal.h"
+
+#define GRAIN 8
+#define OPS_PER_THREAD 150000
+#define MAX_LIVE 2048
+
+static zc_pool *pool;
+static _Atomic uint8_t *shadow; /* owner tag per 8-byte grain of the arena */
+
+struct obj {
+    char *p;
+    size_t size;
+    uint64_t seed;
+};
+
+/* A queue of objects one thread hands to the other to free. */
+static struct {
+    pthread_mutex_t lock;
+    struct obj items[4096];
+    size_t n;
+} handoff = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static _Atomic int overlap_errors, pattern_errors, free_errors;
+
+static size_t grain_of(const char *p)
+{
+    return (size_t)(p - (char *)pool->arena) / GRAIN;
+}
+
+static void shadow_claim(const struct obj *o, uint8_t tag)
+{
+    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
+    for (size_t g = g0; g <= g1; g++) {
+        uint8_t expect = 0;
+        if (!atomic_compare_exchange_strong(&shadow[g], &expect, tag))
+            atomic_fetch_add(&overlap_errors, 1);
+    }
+}
+
+static void shadow_release(const struct obj *o)
+{
+    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
+    for (size_t g = g0; g <= g1; g++)
+        atomic_store(&shadow[g], 0);
+}
+
+/* memcached-like: mostly small values, some up to 64 KiB, a few large. */
+static size_t random_size(unsigned *rs)
+{
+    unsigned r = (unsigned)rand_r(rs);
+    switch (r % 16) {
+    case 15: return 32769 + (size_t)rand_r(rs) % (256 << 10);
+    case 14: case 13: return 4097 + (size_t)rand_r(rs) % 61440;
+    default: return 1 + (size_t)rand_r(rs) % 4096;
+    }
+}
+
+static void release(struct obj *o)
+{
+    if (pattern_check(o->p, o->size, o->seed, 0) != (size_t)-1)
+        atomic_fetch_add(&pattern_errors, 1);
+    shadow_release(o);
+    if (zc_free(pool, o->p) != 0)
+        atomic_fetch_add(&free_errors, 1);
+}
+
+static void *churn(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    unsigned rs = 12345u + id;
+    struct obj *live = calloc(MAX_LIVE, sizeof(*live));
+    size_t n = 0;
+    uint64_t seq = (uint64_t)id << 40;
+    for (unsigned op = 0; op < OPS_PER_THREAD; op++) {
+        unsigned r = (unsigned)rand_r(&rs) % 100;
+        if (n < MAX_LIVE && (r < 55 || n == 0)) {
+            struct obj o = { .size = random_size(&rs), .seed = ++seq };
+            o.p = zc_alloc(pool, o.size);
+            if (!o.p) {
+                atomic_fetch_add(&free_errors, 1);
+                break;
+            }
+            shadow_claim(&o, (uint8_t)(id + 1));
+            pattern_fill(o.p, o.size, o.seed, 0);
+            live[n++] = o;
+        } else if (r < 80) {
+            size_t i = (size_t)rand_r(&rs) % n;
+            release(&live[i]);
+            live[i] = live[--n];
+        } else {
+            /* hand an object to the other thread, free one it handed us */
+            size_t i = (size_t)rand_r(&rs) % n;
+            struct obj mine = live[i], theirs = { 0 };
+            pthread_mutex_lock(&handoff.lock);
+            if (handoff.n < 4096) {
+                handoff.items[handoff.n++] = mine;
+                live[i] = live[--n];
+            }
+            if (handoff.n > 1 && (rand_r(&rs) & 1))
+                theirs = handoff.items[--handoff.n];
+            pthread_mutex_unlock(&handoff.lock);
+            if (theirs.p)
+                release(&theirs);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        release(&live[i]);
+    free(live);
+    return NULL;
+}
+
+static void churn_from_two_threads_keeps_every_object_intact(void **state)
+{
+    (void)state;
+    pool = test_pool("copy", 0, (size_t)1 << 30);
+    shadow = calloc(pool->arena_size / GRAIN, 1);
+    assert_non_null(shadow);
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, churn, (void *)i), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    while (handoff.n)
+        release(&handoff.items[--handoff.n]);
+    assert_int_equal(atomic_load(&overlap_errors), 0);
+    assert_int_equal(atomic_load(&pattern_errors), 0);
+    assert_int_equal(atomic_load(&free_errors), 0);
+    /* no lost slot: with every object freed and both threads gone, every
+     * pageblock went back to the arena */
+    struct zc_stats st;
+    zc_stats(pool, &st);
+    assert_int_equal(st.large_objects, 0);
+    assert_int_equal(st.pageblocks_active, 0);
+    assert_int_equal(st.pageblocks_full, 0);
+    assert_int_equal(st.pageblocks_partial, 0);
+    assert_int_equal(st.bytes_committed, 0);
+    for (size_t g = 0; g < pool->arena_size / GRAIN; g += 4096)
+        assert_int_equal(atomic_load(&shadow[g]), 0);
+    free((void *)shadow);
+    zc_pool_destroy(pool);
+}
+
+/* One thread allocates, the other frees: slots come back to the allocator. */
+#define XFER 20000
+static char *xfer[XFER];
+
+static void *free_all(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < XFER; i++)
+        if (zc_free(pool, xfer[i]) != 0)
+            atomic_fetch_add(&free_errors, 1);
+    return NULL;
+}
+
+static void cross_thread_frees_are_reused(void **state)
+{
+    (void)state;
+    pool = test_pool("copy", 0, 0);
+    atomic_store(&free_errors, 0);
+    for (int round = 0; round < 5; round++) {
+        for (size_t i = 0; i < XFER; i++) {
+            xfer[i] = zc_alloc(pool, 300);
+            assert_non_null(xfer[i]);
+            memset(xfer[i], round, 300);
+        }
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, free_all, NULL), 0);
+        pthread_join(t, NULL);
+        assert_int_equal(atomic_load(&free_errors), 0);
+        struct zc_stats st;
+        zc_stats(pool, &st);
+        /* only this thread's current pageblock is left */
+        assert_int_equal(st.pageblocks_full + st.pageblocks_partial, 0);
+        assert_true(st.bytes_committed <= (size_t)pool->classes[zc__size_class(300)].npages *
+                                               ZC_PAGE_SIZE);
+    }
+    zc_pool_destroy(pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(churn_from_two_threads_keeps_every_object_intact),
+        cmocka_unit_test(cross_thread_frees_are_reused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
