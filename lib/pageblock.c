@@ -118,10 +118,10 @@ static void partial_push(struct zc_pool *pool, struct zc_pageblock *pb)
 {
     struct zc_class *cls = &pool->classes[pb->class_idx];
     pthread_mutex_lock(&cls->lock);
-    struct zc_pageblock *head = cls->partial;
+    struct zc_pageblock *head = atomic_load_explicit(&cls->partial, memory_order_relaxed);
     if (!head) {
         pb->next = pb->prev = pb;
-        cls->partial = pb;
+        atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
     } else {
         pb->next = head;
         pb->prev = head->prev;
@@ -135,12 +135,12 @@ static void partial_push(struct zc_pool *pool, struct zc_pageblock *pb)
 static void partial_unlink(struct zc_class *cls, struct zc_pageblock *pb)
 {
     if (pb->next == pb) {
-        cls->partial = NULL;
+        atomic_store_explicit(&cls->partial, NULL, memory_order_relaxed);
     } else {
         pb->prev->next = pb->next;
         pb->next->prev = pb->prev;
-        if (cls->partial == pb)
-            cls->partial = pb->next;
+        if (atomic_load_explicit(&cls->partial, memory_order_relaxed) == pb)
+            atomic_store_explicit(&cls->partial, pb->next, memory_order_relaxed);
     }
     pb->next = pb->prev = NULL;
 }
@@ -174,10 +174,10 @@ struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
                                         struct zc_heap *heap)
 {
     struct zc_class *cls = &pool->classes[cls_idx];
-    if (!cls->partial)
+    if (!atomic_load_explicit(&cls->partial, memory_order_relaxed))
         return NULL;
     pthread_mutex_lock(&cls->lock);
-    struct zc_pageblock *pb = cls->partial;
+    struct zc_pageblock *pb = atomic_load_explicit(&cls->partial, memory_order_relaxed);
     for (unsigned tries = 0; pb && tries < 8; tries++) {
         if (atomic_load(&pb->in_flight) == 0 &&
             atomic_load(&pb->prot) != ZC_PROT_PROTECTING) {
@@ -192,7 +192,8 @@ struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
             return pb;
         }
         /* still in flight: look at it again later */
-        cls->partial = pb = pb->next;
+        pb = pb->next;
+        atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
     }
     pthread_mutex_unlock(&cls->lock);
     return NULL;
@@ -259,10 +260,11 @@ static void pb_release(struct zc_pool *pool, struct zc_pageblock *pb)
     pthread_mutex_lock(&pool->span_lock);
     atomic_store(&pb->pending_free, true);
     pb->prev = NULL;
-    pb->next = pool->deferred;
-    if (pool->deferred)
-        pool->deferred->prev = pb;
-    pool->deferred = pb;
+    struct zc_pageblock *head = atomic_load_explicit(&pool->deferred, memory_order_relaxed);
+    pb->next = head;
+    if (head)
+        head->prev = pb;
+    atomic_store_explicit(&pool->deferred, pb, memory_order_relaxed);
     pthread_mutex_unlock(&pool->span_lock);
     /* The span is on the deferred list: reap it now if it is already idle. */
     zc__span_reap_deferred(pool);

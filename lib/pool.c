@@ -272,7 +272,7 @@ ZC_API int zc_poll(zc_pool *pool, int timeout_ms)
         return -EINVAL;
     }
     int n = pool->ops->poll ? pool->ops->poll(pool, timeout_ms) : 0;
-    if (pool->deferred)
+    if (atomic_load_explicit(&pool->deferred, memory_order_relaxed))
         zc__span_reap_deferred(pool);
     if (n < 0)
         errno = -n;

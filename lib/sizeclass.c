@@ -63,6 +63,6 @@ void zc__classes_init(struct zc_pool *pool)
         cls->size = (uint32_t)size;
         cls->npages = (uint32_t)best;
         cls->nslots = (uint16_t)pb_slots(best, size, &waste);
-        cls->partial = NULL;
+        atomic_store_explicit(&cls->partial, NULL, memory_order_relaxed);
     }
 }

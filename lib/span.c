@@ -177,7 +177,7 @@ struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages)
 {
     pthread_mutex_lock(&pool->span_lock);
     struct zc_pageblock *pb = carve(pool, npages);
-    if (!pb && pool->deferred) {
+    if (!pb && atomic_load_explicit(&pool->deferred, memory_order_relaxed)) {
         /* spans waiting for their sends may be free by now */
         pthread_mutex_unlock(&pool->span_lock);
         if (pool->ops->poll)
@@ -272,14 +272,14 @@ size_t zc__span_reap_deferred(struct zc_pool *pool)
 {
     size_t n = 0;
     pthread_mutex_lock(&pool->span_lock);
-    struct zc_pageblock *pb = pool->deferred;
+    struct zc_pageblock *pb = atomic_load_explicit(&pool->deferred, memory_order_relaxed);
     while (pb) {
         struct zc_pageblock *next = pb->next;
         if (atomic_load(&pb->in_flight) == 0) {
             if (pb->prev)
                 pb->prev->next = next;
             else
-                pool->deferred = next;
+                atomic_store_explicit(&pool->deferred, next, memory_order_relaxed);
             if (next)
                 next->prev = pb->prev;
             pb->next = pb->prev = NULL;

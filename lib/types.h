@@ -80,7 +80,7 @@ struct zc_class {
     uint32_t npages;        /* pages per pageblock */
     uint16_t nslots;
     pthread_mutex_t lock;   /* guards the partial list */
-    struct zc_pageblock *partial;
+    _Atomic(struct zc_pageblock *) partial; /* read unlocked as a hint */
 };
 
 /* A thread's heap in one pool: the pageblock it allocates from per class. */
@@ -142,7 +142,7 @@ struct zc_pool {
     uint32_t meta_next;
     uint32_t meta_free;     /* free list of records, linked by start==NULL */
     struct zc_pageblock *bins[ZC_SPAN_BINS];
-    struct zc_pageblock *deferred;
+    _Atomic(struct zc_pageblock *) deferred; /* read unlocked as a hint */
     size_t free_committed_pages;
     size_t used_pages;
     struct zc_class classes[ZC_NUM_CLASSES];

@@ -51,6 +51,18 @@ size_t pattern_check(const void *p, size_t n, uint64_t seed, size_t offset)
     return (size_t)-1;
 }
 
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize_thread))
+#endif
+size_t pattern_check_racy(const void *p, size_t n, uint64_t seed, size_t offset)
+{
+    const volatile uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != byte_at(seed, offset + i))
+            return i;
+    return (size_t)-1;
+}
+
 static struct sockaddr_in loopback(void)
 {
     struct sockaddr_in a;

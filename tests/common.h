@@ -29,4 +29,15 @@ void set_nonblocking(int fd);
 
 uint64_t test_now_ns(void);
 
+/* Sanitizers slow the stress tests down: scale their counts. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define TEST_SCALE_DIV 4
+#else
+#define TEST_SCALE_DIV 1
+#endif
+
+/* pattern_check for bytes another thread may be writing (blocked by the
+ * write protection): the race is the point of the test. */
+size_t pattern_check_racy(const void *p, size_t n, uint64_t seed, size_t offset);
+
 #endif

@@ -9,7 +9,7 @@
 #include "internal.h"
 
 #define GRAIN 8
-#define OPS_PER_THREAD 150000
+#define OPS_PER_THREAD (150000 / TEST_SCALE_DIV)
 #define MAX_LIVE 2048
 
 static zc_pool *pool;
