@@ -55,10 +55,20 @@ static void *alloc_small_slow(struct zc_pool *pool, struct zc_heap *heap, unsign
 static void *alloc_large(struct zc_pool *pool, size_t size)
 {
     size_t npages = (size + ZC_PAGE_SIZE - 1) >> ZC_PAGE_SHIFT;
-    struct zc_pageblock *pb = zc__span_alloc(pool, npages);
+    struct zc_pageblock *pb = NULL;
+    struct zc_heap *heap = npages <= ZC_LCACHE_MAX_PAGES ? zc__heap_get(pool) : NULL;
+    if (heap && heap->large_cache[npages]) {
+        pb = heap->large_cache[npages];
+        heap->large_cache[npages] = pb->next;
+        heap->large_cache_pages -= npages;
+        pb->next = NULL;
+    } else {
+        pb = zc__span_alloc(pool, npages);
+    }
     if (!pb)
         return NULL;
     pb->slot_size = (uint32_t)(npages * ZC_PAGE_SIZE);
+    pb->slot_recip = 0; /* one slot: zc__pb_slot's range check suffices */
     pb->nslots = 1;
     pb->class_idx = ZC_NUM_CLASSES;
     atomic_store_explicit(&pb->sealed, 0, memory_order_relaxed);
@@ -90,7 +100,7 @@ ZC_API void *zc_alloc(zc_pool *pool, size_t size)
                 return p;
         }
         p = alloc_small_slow(pool, heap, c);
-    } else if (size > pool->arena_size) {
+    } else if (size > pool->arena_size || size > ZC_LARGE_MAX) {
         p = NULL;
     } else {
         p = alloc_large(pool, size);
@@ -114,6 +124,24 @@ static struct zc_pageblock *object_at(const struct zc_pool *pool, const void *pt
     return pb;
 }
 
+/* Keep a freed large run in this thread's heap for its next allocation of
+ * that size: no lock, no page faults. Only idle, unprotected runs. */
+static bool cache_large(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    if (pb->npages > ZC_LCACHE_MAX_PAGES || atomic_load(&pb->prot) != ZC_PROT_NONE ||
+        atomic_load(&pb->in_flight) != 0)
+        return false;
+    struct zc_heap *heap = zc__heap_peek(pool);
+    if (!heap || heap->large_cache_pages + pb->npages > ZC_LCACHE_BUDGET)
+        return false;
+    atomic_store(&pb->astate, ZC_PB_LARGE_CACHED);
+    pb->next = heap->large_cache[pb->npages];
+    heap->large_cache[pb->npages] = pb;
+    heap->large_cache_pages += pb->npages;
+    ZC_STAT_ADD(pool, large_objects, -1);
+    return true;
+}
+
 ZC_API int zc_free(zc_pool *pool, void *ptr)
 {
     if (!ptr)
@@ -125,7 +153,8 @@ ZC_API int zc_free(zc_pool *pool, void *ptr)
         if (atomic_compare_exchange_strong(&pb->astate, &st, ZC_PB_LARGE_FREED)) {
             if (atomic_fetch_and(&pb->sealed_bits[0], ~(uint64_t)1) & 1)
                 atomic_fetch_sub(&pb->sealed, 1);
-            zc__large_release(pool, pb);
+            if (!cache_large(pool, pb))
+                zc__large_release(pool, pb);
             rc = 0;
         }
     } else if (pb) {

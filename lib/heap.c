@@ -20,6 +20,15 @@ static void heap_release(struct zc_heap *heap)
             heap->current[c] = NULL;
         }
     }
+    for (unsigned n = 0; n <= ZC_LCACHE_MAX_PAGES; n++) {
+        while (heap->large_cache[n]) {
+            struct zc_pageblock *pb = heap->large_cache[n];
+            heap->large_cache[n] = pb->next;
+            pb->next = NULL;
+            zc__span_free(pool, pb);
+        }
+    }
+    heap->large_cache_pages = 0;
 }
 
 /* Thread exit: hand the heap's pageblocks back to the pool. */

@@ -84,6 +84,7 @@ ZC_HIDDEN struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npage
 ZC_HIDDEN void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb);
 ZC_HIDDEN void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb);
 ZC_HIDDEN size_t zc__span_reap_deferred(struct zc_pool *pool);
+ZC_HIDDEN void zc__span_release(struct zc_pool *pool, struct zc_pageblock *pb);
 
 static inline struct zc_pageblock *zc__lookup(const struct zc_pool *pool, const void *p)
 {

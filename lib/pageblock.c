@@ -18,6 +18,7 @@ static unsigned pb_words(const struct zc_pageblock *pb)
 void zc__pb_init_small(struct zc_pageblock *pb, const struct zc_class *cls, unsigned cls_idx)
 {
     pb->slot_size = cls->size;
+    pb->slot_recip = (uint32_t)((((uint64_t)1 << 32) + cls->size - 1) / cls->size);
     pb->nslots = cls->nslots;
     pb->class_idx = (uint8_t)cls_idx;
     pb->hint = 0;
@@ -94,8 +95,13 @@ int zc__pb_slot(const struct zc_pageblock *pb, const void *p, bool exact)
     uintptr_t off = (uintptr_t)p - (uintptr_t)pb->start;
     if (off >= (uintptr_t)pb->npages * ZC_PAGE_SIZE)
         return -1;
-    size_t slot = off / pb->slot_size;
-    if (slot >= pb->nslots || (exact && off % pb->slot_size))
+    /* off < 1 MiB and slot_size <= 32 KiB: the multiply is off by one at most */
+    uint64_t slot = ((uint64_t)off * pb->slot_recip) >> 32;
+    if (slot * pb->slot_size > off)
+        slot--;
+    else if ((slot + 1) * pb->slot_size <= off)
+        slot++;
+    if (slot >= pb->nslots || (exact && off != slot * pb->slot_size))
         return -1;
     return (int)slot;
 }
@@ -169,7 +175,18 @@ void zc__pb_detach(struct zc_pool *pool, struct zc_pageblock *pb)
     }
 }
 
-/* Take a partial pageblock of class @cls that has no sends in flight. */
+static unsigned pb_free_count(const struct zc_pageblock *pb)
+{
+    unsigned n = 0, words = pb_words(pb);
+    for (unsigned w = 0; w < words; w++)
+        n += (unsigned)__builtin_popcountll(atomic_load_explicit(&pb->local_free[w], memory_order_relaxed) |
+                                            atomic_load_explicit(&pb->xthread_free[w], memory_order_relaxed));
+    return n;
+}
+
+/* Take a partial pageblock of class @cls with no sends in flight: the
+ * fullest of the first few, so that the emptiest ones drain and go back to
+ * the arena (this keeps memory near the live bytes under churn). */
 struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
                                         struct zc_heap *heap)
 {
@@ -177,26 +194,38 @@ struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
     if (!atomic_load_explicit(&cls->partial, memory_order_relaxed))
         return NULL;
     pthread_mutex_lock(&cls->lock);
-    struct zc_pageblock *pb = atomic_load_explicit(&cls->partial, memory_order_relaxed);
+    struct zc_pageblock *head = atomic_load_explicit(&cls->partial, memory_order_relaxed);
+    struct zc_pageblock *pb = head, *best = NULL;
+    unsigned best_free = ~0u;
     for (unsigned tries = 0; pb && tries < 8; tries++) {
         if (atomic_load(&pb->in_flight) == 0 &&
             atomic_load(&pb->prot) != ZC_PROT_PROTECTING) {
-            partial_unlink(cls, pb);
-            atomic_store_explicit(&pb->owner, heap, memory_order_relaxed);
-            atomic_store(&pb->astate, ZC_PB_OWNED);
-            pthread_mutex_unlock(&cls->lock);
-            ZC_STAT_ADD(pool, pageblocks_partial, -1);
-            ZC_STAT_ADD(pool, pageblocks_active, 1);
-            pb->hint = 0;
-            zc__pb_collect(pb);
-            return pb;
+            unsigned f = pb_free_count(pb);
+            if (f < best_free) {
+                best = pb;
+                best_free = f;
+            }
         }
-        /* still in flight: look at it again later */
         pb = pb->next;
-        atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
+        if (pb == head)
+            break;
     }
+    if (!best) {
+        /* all in flight: look at others next time */
+        if (head)
+            atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
+        pthread_mutex_unlock(&cls->lock);
+        return NULL;
+    }
+    partial_unlink(cls, best);
+    atomic_store_explicit(&best->owner, heap, memory_order_relaxed);
+    atomic_store(&best->astate, ZC_PB_OWNED);
     pthread_mutex_unlock(&cls->lock);
-    return NULL;
+    ZC_STAT_ADD(pool, pageblocks_partial, -1);
+    ZC_STAT_ADD(pool, pageblocks_active, 1);
+    best->hint = 0;
+    zc__pb_collect(best);
+    return best;
 }
 
 int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb, unsigned slot,
@@ -220,7 +249,12 @@ int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb, unsigned slo
     uint32_t st = atomic_load(&pb->astate);
     if (st == ZC_PB_FULL)
         pb_list_if_free(pool, pb);
-    if ((st == ZC_PB_FULL || st == ZC_PB_LISTED) && zc__pb_is_empty(pb))
+    /* cheap filter first: this slot's word must be wholly free */
+    uint64_t word_mask = (w + 1) * 64 <= pb->nslots ? ~(uint64_t)0
+                                                    : ((uint64_t)1 << (pb->nslots % 64)) - 1;
+    if ((st == ZC_PB_FULL || st == ZC_PB_LISTED) &&
+        ((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & word_mask) == word_mask &&
+        zc__pb_is_empty(pb))
         zc__pb_retire(pool, pb);
     return 0;
 }
@@ -245,7 +279,7 @@ void zc__pb_finish_free(struct zc_pool *pool, struct zc_pageblock *pb)
  * sends of it, then return its span now or once its sends complete. */
 static void pb_release(struct zc_pool *pool, struct zc_pageblock *pb)
 {
-    for (unsigned spins = 0;; spins++) {
+    for (;;) {
         uint32_t st = atomic_load(&pb->prot);
         if (st == ZC_PROT_NONE)
             break;
@@ -257,17 +291,7 @@ static void pb_release(struct zc_pool *pool, struct zc_pageblock *pb)
         /* another thread is protecting or unprotecting it right now */
         sched_yield();
     }
-    pthread_mutex_lock(&pool->span_lock);
-    atomic_store(&pb->pending_free, true);
-    pb->prev = NULL;
-    struct zc_pageblock *head = atomic_load_explicit(&pool->deferred, memory_order_relaxed);
-    pb->next = head;
-    if (head)
-        head->prev = pb;
-    atomic_store_explicit(&pool->deferred, pb, memory_order_relaxed);
-    pthread_mutex_unlock(&pool->span_lock);
-    /* The span is on the deferred list: reap it now if it is already idle. */
-    zc__span_reap_deferred(pool);
+    zc__span_release(pool, pb);
 }
 
 void zc__pb_retire(struct zc_pool *pool, struct zc_pageblock *pb)

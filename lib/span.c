@@ -10,8 +10,13 @@
 
 #include "internal.h"
 
-/* Above this many free committed bytes, freed spans go back to the kernel. */
-#define ZC_FREE_COMMITTED_MIN ((size_t)8 << 20)
+/* A free span not reused within this many span frees goes back to the
+ * kernel: spans freed and reused at once under churn skip the cost of
+ * page faults, while holes that stay unused stop costing memory. */
+#define ZC_SPAN_AGE 512
+/* And free committed memory never exceeds 1/ZC_FREE_DIV of the used. */
+#define ZC_FREE_DIV 16
+#define ZC_FREE_COMMITTED_MIN ((size_t)1 << 20)
 
 static uint32_t meta_index(const struct zc_pool *pool, const struct zc_pageblock *pb)
 {
@@ -86,6 +91,60 @@ static void bin_remove(struct zc_pool *pool, struct zc_pageblock *pb)
     pb->next = pb->prev = NULL;
 }
 
+static void age_remove(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    if (!pb->committed)
+        return;
+    if (pb->age_prev)
+        pb->age_prev->age_next = pb->age_next;
+    else
+        pool->age_head = pb->age_next;
+    if (pb->age_next)
+        pb->age_next->age_prev = pb->age_prev;
+    else
+        pool->age_tail = pb->age_prev;
+    pb->age_next = pb->age_prev = NULL;
+    pool->free_committed_pages -= pb->npages;
+}
+
+static void age_append(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    pb->age_next = NULL;
+    pb->age_prev = pool->age_tail;
+    if (pool->age_tail)
+        pool->age_tail->age_next = pb;
+    else
+        pool->age_head = pb;
+    pool->age_tail = pb;
+    pool->free_committed_pages += pb->npages;
+}
+
+/* Give the oldest free spans' pages back to the kernel. Called with the
+ * span lock held; drops it around madvise so other threads are not held up
+ * by the system call. */
+static void purge_old(struct zc_pool *pool)
+{
+    size_t limit = pool->used_pages / ZC_FREE_DIV;
+    if (limit < (ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT))
+        limit = ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT;
+    struct zc_pageblock *pb;
+    for (unsigned n = 0; n < 16 && (pb = pool->age_head) != NULL &&
+                         (pool->span_frees - pb->freed_at > ZC_SPAN_AGE ||
+                          pool->free_committed_pages > limit);
+         n++) {
+        age_remove(pool, pb);
+        bin_remove(pool, pb);
+        pb->committed = false;
+        atomic_store_explicit(&pb->astate, ZC_PB_SPAN_PURGING, memory_order_relaxed);
+        pthread_mutex_unlock(&pool->span_lock);
+        if (!pool->arena_from_backend)
+            madvise(pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, MADV_DONTNEED);
+        pthread_mutex_lock(&pool->span_lock);
+        atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
+        bin_insert(pool, pb);
+    }
+}
+
 int zc__span_init(struct zc_pool *pool)
 {
     pool->arena_pages = pool->arena_size >> ZC_PAGE_SHIFT;
@@ -139,23 +198,23 @@ static struct zc_pageblock *carve(struct zc_pool *pool, size_t npages)
     struct zc_pageblock *pb = find_free(pool, npages);
     if (pb) {
         bin_remove(pool, pb);
-        if (pb->committed)
-            pool->free_committed_pages -= pb->npages;
+        age_remove(pool, pb);
         if (pb->npages > npages) {
             struct zc_pageblock *rest = meta_new(pool);
             if (!rest) {
                 /* keep the span whole rather than fail */
                 bin_insert(pool, pb);
                 if (pb->committed)
-                    pool->free_committed_pages += pb->npages;
+                    age_append(pool, pb);
                 return NULL;
             }
             rest->start = pb->start + npages * ZC_PAGE_SIZE;
             rest->npages = (uint32_t)(pb->npages - npages);
             rest->committed = pb->committed;
+            rest->freed_at = pb->freed_at;
             atomic_store_explicit(&rest->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
             if (rest->committed)
-                pool->free_committed_pages += rest->npages;
+                age_append(pool, rest);
             map_free_ends(pool, rest, meta_index(pool, rest));
             bin_insert(pool, rest);
             pb->npages = (uint32_t)npages;
@@ -217,8 +276,7 @@ void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
         struct zc_pageblock *left = li ? &pool->metas[li] : NULL;
         if (left && atomic_load_explicit(&left->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
             bin_remove(pool, left);
-            if (left->committed)
-                pool->free_committed_pages -= left->npages;
+            age_remove(pool, left);
             map_set(pool, first - 1, 1, 0);
             left->npages += pb->npages;
             left->committed = true;
@@ -233,31 +291,17 @@ void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
         struct zc_pageblock *right = ri ? &pool->metas[ri] : NULL;
         if (right && atomic_load_explicit(&right->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
             bin_remove(pool, right);
-            if (right->committed)
-                pool->free_committed_pages -= right->npages;
+            age_remove(pool, right);
             map_set(pool, after, right->npages, 0);
             pb->npages += right->npages;
             meta_delete(pool, right);
         }
     }
-    /* Too much committed but unused memory: give this span back. */
-    size_t limit = pool->used_pages / 8;
-    if (limit < (ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT))
-        limit = ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT;
-    if (pool->free_committed_pages + pb->npages > limit && !pool->arena_from_backend) {
-        madvise(pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, MADV_DONTNEED);
-        pb->committed = false;
-    }
-    if (pb->committed)
-        pool->free_committed_pages += pb->npages;
-    if (page_of(pool, pb->start) + pb->npages == pool->hwm_pages && !pb->committed) {
-        /* the top of the arena: lower the bump pointer */
-        pool->hwm_pages -= pb->npages;
-        meta_delete(pool, pb);
-        return;
-    }
+    pb->freed_at = ++pool->span_frees;
     map_free_ends(pool, pb, meta_index(pool, pb));
     bin_insert(pool, pb);
+    age_append(pool, pb);
+    purge_old(pool);
 }
 
 void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb)
@@ -267,28 +311,66 @@ void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb)
     pthread_mutex_unlock(&pool->span_lock);
 }
 
+static void deferred_unlink(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    if (pb->prev)
+        pb->prev->next = pb->next;
+    else
+        atomic_store_explicit(&pool->deferred, pb->next, memory_order_relaxed);
+    if (pb->next)
+        pb->next->prev = pb->prev;
+    pb->next = pb->prev = NULL;
+    atomic_store(&pb->pending_free, false);
+}
+
 /* Return the spans whose last sends have completed since they were freed. */
 size_t zc__span_reap_deferred(struct zc_pool *pool)
 {
     size_t n = 0;
     pthread_mutex_lock(&pool->span_lock);
+    /* take the idle ones off the list first: freeing may drop the lock */
+    struct zc_pageblock *done = NULL;
     struct zc_pageblock *pb = atomic_load_explicit(&pool->deferred, memory_order_relaxed);
     while (pb) {
         struct zc_pageblock *next = pb->next;
         if (atomic_load(&pb->in_flight) == 0) {
-            if (pb->prev)
-                pb->prev->next = next;
-            else
-                atomic_store_explicit(&pool->deferred, next, memory_order_relaxed);
-            if (next)
-                next->prev = pb->prev;
-            pb->next = pb->prev = NULL;
-            atomic_store(&pb->pending_free, false);
-            zc__pb_finish_free(pool, pb);
-            n++;
+            deferred_unlink(pool, pb);
+            pb->next = done;
+            done = pb;
         }
         pb = next;
     }
+    while (done) {
+        pb = done;
+        done = pb->next;
+        pb->next = NULL;
+        zc__pb_finish_free(pool, pb);
+        n++;
+    }
     pthread_mutex_unlock(&pool->span_lock);
     return n;
+}
+
+/* Return @pb's span now if no send is in flight, else once the last one
+ * completes (zc__inflight_put reaps it then). */
+void zc__span_release(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    pthread_mutex_lock(&pool->span_lock);
+    if (atomic_load(&pb->in_flight) != 0) {
+        struct zc_pageblock *head = atomic_load_explicit(&pool->deferred, memory_order_relaxed);
+        pb->prev = NULL;
+        pb->next = head;
+        if (head)
+            head->prev = pb;
+        atomic_store_explicit(&pool->deferred, pb, memory_order_relaxed);
+        atomic_store(&pb->pending_free, true);
+        /* the last completion may have come before it saw pending_free */
+        if (atomic_load(&pb->in_flight) != 0) {
+            pthread_mutex_unlock(&pool->span_lock);
+            return;
+        }
+        deferred_unlink(pool, pb);
+    }
+    zc__pb_finish_free(pool, pb);
+    pthread_mutex_unlock(&pool->span_lock);
 }

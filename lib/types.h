@@ -19,6 +19,8 @@
  * ZC_SMALL_MAX get their own page run (page rounding wastes < 12.5%). */
 #define ZC_SMALL_MAX ((size_t)32 * 1024)
 #define ZC_NUM_CLASSES 80
+/* Largest object: its run's size must fit the 32-bit slot size. */
+#define ZC_LARGE_MAX (((size_t)1 << 31) - ZC_PAGE_SIZE)
 
 /* Slots per pageblock are capped so the bitmaps fit inline in the
  * pageblock's out-of-band metadata. */
@@ -34,6 +36,8 @@ enum zc_alloc_state {
     ZC_PB_LARGE_LIVE,   /* a large object, allocated */
     ZC_PB_LARGE_FREED,  /* a large object, freed, span not yet returned */
     ZC_PB_SPAN_FREE,    /* a free span of the span allocator */
+    ZC_PB_SPAN_PURGING, /* a free span whose pages are being given back */
+    ZC_PB_LARGE_CACHED, /* a freed large object's run kept by a heap */
 };
 
 /* Protection state; only PROTECTED pages may be sent without a copy. */
@@ -56,6 +60,7 @@ struct zc_pageblock {
     uint8_t *start;
     uint32_t npages;
     uint32_t slot_size;     /* class size; whole run for a large object */
+    uint32_t slot_recip;    /* 2^32 / slot_size rounded up: division by multiply */
     uint16_t nslots;
     uint8_t class_idx;      /* ZC_NUM_CLASSES for large objects and spans */
     _Atomic bool pending_free; /* return the span once in_flight drops to 0 */
@@ -73,6 +78,9 @@ struct zc_pageblock {
     _Atomic uint64_t sealed_bits[ZC_PB_WORDS];
     /* Class partial list, span free bins or the deferred list. */
     struct zc_pageblock *next, *prev;
+    /* Free span: committed spans in the order they were freed. */
+    struct zc_pageblock *age_next, *age_prev;
+    uint64_t freed_at;
 };
 
 struct zc_class {
@@ -84,9 +92,15 @@ struct zc_class {
 };
 
 /* A thread's heap in one pool: the pageblock it allocates from per class. */
+#define ZC_LCACHE_MAX_PAGES 32   /* large runs up to 128 KiB are cached */
+#define ZC_LCACHE_BUDGET 256     /* pages a heap may keep, 1 MiB */
+
 struct zc_heap {
     struct zc_pool *pool;
     struct zc_pageblock *current[ZC_NUM_CLASSES];
+    /* Freed large runs by page count, reused without the span lock. */
+    struct zc_pageblock *large_cache[ZC_LCACHE_MAX_PAGES + 1];
+    size_t large_cache_pages;
     struct zc_heap *next, *prev;
 };
 
@@ -144,6 +158,8 @@ struct zc_pool {
     struct zc_pageblock *bins[ZC_SPAN_BINS];
     _Atomic(struct zc_pageblock *) deferred; /* read unlocked as a hint */
     size_t free_committed_pages;
+    struct zc_pageblock *age_head, *age_tail; /* oldest first */
+    uint64_t span_frees;
     size_t used_pages;
     struct zc_class classes[ZC_NUM_CLASSES];
     /* Heaps of the threads that used this pool. */

@@ -174,7 +174,7 @@ ZC_API int zc_pool_destroy(zc_pool *pool);
  * @p size is 128 or more, and to the page size above 32 KiB. Its contents
  * are unspecified.
  * @param pool  the pool.
- * @param size  1 byte up to the arena capacity.
+ * @param size  1 byte up to the arena capacity (and at most 2 GiB - 4 KiB).
  * @return the object, or NULL with @c errno set to @c EINVAL (NULL pool,
  *         zero size) or @c ENOMEM (the arena is full).
  * @since 0.1.0
