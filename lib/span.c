@@ -13,7 +13,7 @@
 /* A free span not reused within this many span frees goes back to the
  * kernel: spans freed and reused at once under churn skip the cost of
  * page faults, while holes that stay unused stop costing memory. */
-#define ZC_SPAN_AGE 512
+#define ZC_SPAN_AGE 2048
 /* And free committed memory never exceeds 1/ZC_FREE_DIV of the used. */
 #define ZC_FREE_DIV 16
 #define ZC_FREE_COMMITTED_MIN ((size_t)1 << 20)

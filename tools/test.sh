@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The whole test suite: gcc and clang builds with -Werror and their tests,
+# an ASan+UBSan build, a TSan build of the threaded tests, the docs, and a
+# consumer project built against the installed library (CMake and
+# pkg-config). Ends with one summary line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./tools/install-deps.sh
+root=$PWD
+out=${ZC_TEST_DIR:-$root/build-test}
+rm -rf "$out"
+mkdir -p "$out"
+jobs=$(nproc)
+passed=0
+failed=0
+
+count_ctest() { # adds a ctest log's counts to the totals
+  local line p t f
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$1" | tail -n 1 || true)
+  if [ -z "$line" ]; then
+    failed=$((failed + 1))
+    return
+  fi
+  t=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  f=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
+  p=$((t - f))
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+stage() { # stage NAME CC CMAKE_ARGS... -- CTEST_ARGS...
+  local name=$1 cc=$2
+  shift 2
+  local cargs=() targs=()
+  while (($#)) && [ "$1" != "--" ]; do cargs+=("$1"); shift; done
+  (($#)) && shift
+  targs=("$@")
+  echo "== $name"
+  CC=$cc cmake -S "$root" -B "$out/$name" -DZCOPY_WERROR=ON "${cargs[@]}" >"$out/$name.cmake.log"
+  if ! cmake --build "$out/$name" -j"$jobs" >"$out/$name.build.log" 2>&1; then
+    tail -n 40 "$out/$name.build.log"
+    failed=$((failed + 1))
+    return
+  fi
+  (cd "$out/$name" && ctest --output-on-failure -j"$jobs" "${targs[@]}") | tee "$out/$name.ctest.log" || true
+  count_ctest "$out/$name.ctest.log"
+}
+
+stage gcc gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo --
+stage clang clang -DCMAKE_BUILD_TYPE=RelWithDebInfo --
+stage asan-ubsan gcc -DCMAKE_BUILD_TYPE=Debug -DZCOPY_SANITIZE=address,undefined \
+  -DZCOPY_BUILD_BENCH=OFF --
+stage tsan gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZCOPY_SANITIZE=thread \
+  -DZCOPY_BUILD_BENCH=OFF -DZCOPY_BUILD_EXAMPLES=OFF -- -L threaded
+
+check() { # check NAME COMMAND...: one more pass or fail
+  echo "== $1"
+  shift
+  if "$@"; then passed=$((passed + 1)); else echo "FAILED"; failed=$((failed + 1)); fi
+}
+
+check docs cmake --build "$out/gcc" --target docs
+
+consumer() {
+  local stage=$out/stage
+  rm -rf "$stage"
+  DESTDIR="" cmake --install "$out/gcc" --prefix "$stage/a" >/dev/null
+  mv "$stage/a" "$stage/b" # the installed tree must be relocatable
+  local p=$stage/b
+  cmake -S tests/consumer -B "$out/consumer" -DCMAKE_PREFIX_PATH="$p" >/dev/null &&
+    cmake --build "$out/consumer" >/dev/null &&
+    LD_LIBRARY_PATH="$p/lib" "$out/consumer/consumer" cmake &&
+    PKG_CONFIG_PATH="$p/lib/pkgconfig" gcc -std=c11 -Wall -Wextra -Werror \
+      tests/consumer/main.c $(PKG_CONFIG_PATH="$p/lib/pkgconfig" pkg-config --cflags --libs zcopy) \
+      -o "$out/consumer-pc" &&
+    LD_LIBRARY_PATH="$p/lib" "$out/consumer-pc" pkg-config
+}
+check consumer consumer
+
+echo "zcopy tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
