@@ -16,8 +16,9 @@
 # Test binaries: statically linked, or dynamic (their libraries, found with
 # ldd, are copied into the initramfs).  Each runs with its own time limit
 # ($ZC_VM_TEST_TIMEOUT, default 240 s) as root, cwd /tmp, with ZCOPY_KO set
-# to the module's path.  Without binaries the script builds
-# tests/vm/kmod_selftest.c (static) and runs it.
+# to the module's path.  Without binaries the script builds (static) and runs
+# tests/vm/kmod_selftest.c, kmod_veth_xdp.c and kmod_fuzz.c (100k calls).
+# /init loads veth.ko from the same kernel package before zcopy.ko.
 #
 # A run passes only if, for every kernel: the module builds without a
 # warning, the guest prints "ZCOPY-VM-RESULT: PASS" (every binary exited 0),
@@ -33,7 +34,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-moddir=$repo/backends/kmod/module
+moddir=${ZC_VM_MODDIR:-$repo/backends/kmod/module}	# override: testing a modified module
 
 kernels=6.1
 build=${ZC_VM_DIR:-$repo/build/vm}
@@ -195,6 +196,22 @@ prep_kernel() { # sets KVER KDIR KIMG for $1 in {6.1,6.12}
 		extract_vmlinux "$root/img/boot/vmlinuz-$KVER" "$KIMG"
 		rm -rf "$root/img"
 	fi
+	# veth.ko for the in-guest veth + XDP test (loaded by /init if present)
+	if [ ! -f "$root/veth.ko" ]; then
+		dl=$(ls "$debs"/linux-image-"$KVER"_*.deb | head -1)
+		rm -rf "$root/img"
+		mkdir -p "$root/img"
+		dpkg-deb --fsys-tarfile "$dl" | tar -x -C "$root/img" --wildcards \
+			"./lib/modules/$KVER/kernel/drivers/net/veth.ko*" 2>/dev/null || true
+		for f in "$root/img/lib/modules/$KVER/kernel/drivers/net/"veth.ko*; do
+			case $f in
+			*.xz) xz -dc "$f" >"$root/veth.ko" ;;
+			*.zst) zstd -dcq "$f" >"$root/veth.ko" ;;
+			*.ko) cp "$f" "$root/veth.ko" ;;
+			esac
+		done
+		rm -rf "$root/img"
+	fi
 	KROOT=$root
 }
 
@@ -217,11 +234,13 @@ build_module() { # into $KROOT/mod; fails on any warning
 # ------------------------------------------------------------- test binaries
 if [ ${#bins[@]} -eq 0 ]; then
 	mkdir -p "$build/bin"
-	gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -static -pthread -I"$moddir/include" \
-		-o "$build/bin/kmod_selftest" "$here/kmod_selftest.c" ||
-		die "building kmod_selftest failed"
-	bins=("$build/bin/kmod_selftest")
-	expects+=('^kmod_selftest: [0-9]+ passed, 0 failed')
+	for t in kmod_selftest kmod_veth_xdp kmod_fuzz; do
+		gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -static -pthread -I"$moddir/include" \
+			-o "$build/bin/$t" "$here/$t.c" || die "building $t failed"
+		bins+=("$build/bin/$t")
+		expects+=("^$t: [0-9]+ passed, 0 failed")
+	done
+	expects+=('^kmod_fuzz: [0-9]+ ioctl calls')
 fi
 for b in "${bins[@]}"; do
 	[ -f "$b" ] && [ -x "$b" ] || die "test binary '$b' is not an executable file"
@@ -233,6 +252,7 @@ make_initramfs() { # $1 = output cpio
 	mkdir -p "$ir"/{bin,sbin,dev,proc,sys,tmp,lib,tests,etc}
 	cp /bin/busybox "$ir/bin/busybox"
 	cp "$KROOT/mod/zcopy.ko" "$ir/lib/zcopy.ko"
+	[ -s "$KROOT/veth.ko" ] && cp "$KROOT/veth.ko" "$ir/lib/veth.ko"
 	: >"$ir/tests/list"
 	for b in "${bins[@]}"; do
 		name=$(basename "$b")
@@ -257,6 +277,7 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "zcopy-vm: kernel $(uname -r), $(nproc) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
+[ -f /lib/veth.ko ] && insmod /lib/veth.ko
 if insmod /lib/zcopy.ko; then
 	echo "zcopy-vm: zcopy.ko loaded"
 else
