@@ -951,14 +951,15 @@ static int t_leak(void)
 	return 0;
 }
 
-/* threads writing, sealing and sending their own pages while a reader
- * thread checks every datagram is one whole version of a page */
+/* two threads write, seal and send their own pages over their own TCP
+ * connections, each with a reader thread that checks every 4 KiB record
+ * is one whole version of a page (never torn, never a later version
+ * written while the page was in flight: copy-on-write) */
 struct stress {
 	struct zc *z;
-	int tx;
-	struct sockaddr_in dst;
+	int tx, rx;
 	unsigned int first, npages, iters, id;
-	long sent;
+	long sent, got, torn;
 	int err;
 };
 
@@ -977,44 +978,32 @@ static void *stress_sender(void *arg)
 			memset(p, v, PG);	/* unseals, or copies an in-flight page */
 			if (zc_range(a->z, (it % 5 == 4) ? ZCOPY_IOC_UNSEAL : ZCOPY_IOC_SEAL, pg * PG, PG))
 				a->err = 1;
-			n = zc_sendv(a->z, a->tx, &iov, 1, 0, &a->dst, sizeof(a->dst), NULL);
+			n = zc_sendv(a->z, a->tx, &iov, 1, 0, NULL, 0, NULL);
 			if (n == PG)
 				a->sent++;
-			else if (n != -ENOBUFS && n != -EAGAIN)
+			else
 				a->err = 2;
 		}
 	}
+	shutdown(a->tx, SHUT_WR);
 	return NULL;
 }
 
-struct stress_rx {
-	int fd;
-	long got, torn;
-	volatile int stop;
-};
-
 static void *stress_receiver(void *arg)
 {
-	struct stress_rx *r = arg;
-	static uint8_t b[PG + 16];
+	struct stress *a = arg;
+	static __thread uint8_t b[PG];
+	double t0 = now_s();
 
-	while (!r->stop) {
-		struct pollfd p = { .fd = r->fd, .events = POLLIN };
-		ssize_t n;
+	for (;;) {
+		ssize_t n = recv_all(a->rx, b, PG, 30 - (now_s() - t0));
 
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = recv(r->fd, b, sizeof(b), MSG_DONTWAIT);
-		if (n < 0)
-			continue;
-		r->got++;
-		if (n != PG) {
-			r->torn++;
-			continue;
-		}
+		if (n != PG)
+			break;
+		a->got++;
 		for (size_t i = 1; i < PG; i++)
 			if (b[i] != b[0]) {
-				r->torn++;
+				a->torn++;
 				break;
 			}
 	}
@@ -1025,40 +1014,37 @@ static int t_stress(void)
 {
 	struct zc z;
 	struct stress a[2];
-	struct stress_rx rx = { 0 };
-	pthread_t th[3];
-	struct sockaddr_in dst;
-	int tx, rxs, big = 8 << 20, r = zc_open(&z, 64 * PG, 0);
+	pthread_t th[4];
+	int r = zc_open(&z, 64 * PG, 0);
 	double t0 = now_s();
 
 	CHECK(r == 0, "zc_open: %s", strerror(-r));
-	CHECK(udp_pair(&tx, &rxs, &dst) == 0, "udp_pair");
-	setsockopt(rxs, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-	rx.fd = rxs;
-	pthread_create(&th[2], NULL, stress_receiver, &rx);
 	for (int i = 0; i < 2; i++) {
-		a[i] = (struct stress){ .z = &z, .tx = tx, .dst = dst, .first = (unsigned int)i * 8,
-					.npages = 8, .iters = 300, .id = (unsigned int)i };
+		a[i] = (struct stress){ .z = &z, .first = (unsigned int)i * 8, .npages = 8,
+					.iters = 150, .id = (unsigned int)i };
+		CHECK(tcp_pair(&a[i].tx, &a[i].rx, 8192, 32768) == 0, "tcp_pair");
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_create(&th[2 + i], NULL, stress_receiver, &a[i]);
 		pthread_create(&th[i], NULL, stress_sender, &a[i]);
 	}
 	/* meanwhile this thread reads the pages (read faults after each seal) */
 	for (int k = 0; k < 20000 && (now_s() - t0) < 30; k++)
 		(void)*(volatile uint8_t *)(z.arena + (size_t)(k % 16) * PG + (size_t)k % PG);
-	pthread_join(th[0], NULL);
-	pthread_join(th[1], NULL);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
 	CHECK(zc_wait_idle(&z, 10) == 0, "sends did not complete");
-	usleep(200000);
-	rx.stop = 1;
-	pthread_join(th[2], NULL);
-	CHECK(a[0].err == 0 && a[1].err == 0, "sender errors %d %d", a[0].err, a[1].err);
-	CHECK(rx.torn == 0, "%ld torn datagrams", rx.torn);
-	CHECK(rx.got > 0 && rx.got <= a[0].sent + a[1].sent, "got %ld sent %ld", rx.got,
-	      a[0].sent + a[1].sent);
-	note("stress: 2 threads, %ld sends, %ld datagrams received whole, cow %" PRIu64
-	     " unseal %" PRIu64 " in %.2f s", a[0].sent + a[1].sent, rx.got,
-	     (uint64_t)LD(z.st->cow_faults), (uint64_t)LD(z.st->unseal_faults), now_s() - t0);
-	close(tx);
-	close(rxs);
+	for (int i = 0; i < 2; i++) {
+		CHECK(a[i].err == 0, "sender %d error %d", i, a[i].err);
+		CHECK(a[i].torn == 0, "connection %d: %ld torn records", i, a[i].torn);
+		CHECK(a[i].got == a[i].sent, "connection %d: got %ld of %ld records", i, a[i].got,
+		      a[i].sent);
+		close(a[i].tx);
+		close(a[i].rx);
+	}
+	note("stress: 2 writer/sender threads, %ld records received whole, cow %" PRIu64
+	     " unseal %" PRIu64 " in %.2f s", a[0].got + a[1].got, (uint64_t)LD(z.st->cow_faults),
+	     (uint64_t)LD(z.st->unseal_faults), now_s() - t0);
 	zc_close(&z);
 	return 0;
 }
