@@ -313,6 +313,23 @@ static int fz_one(struct fz_env *e)
 			iov[i].base = fz_data_ptr(e);
 			iov[i].len = fz_below(3) ? fz_below(9000) : fz_u64();
 		}
+		if (fz_below(2)) {	/* a well-formed send, so the send path runs often */
+			s->flags = 0;
+			s->reserved = 0;
+			s->fd = fz_below(3) ? e->udp_tx : e->tcp_tx;
+			s->msg_flags = MSG_DONTWAIT;
+			s->iovcnt = 1 + (uint32_t)fz_below(4);
+			s->iov = (uintptr_t)iov;
+			s->addr = 0;
+			s->addrlen = 0;
+			for (i = 0; i < s->iovcnt; i++) {
+				uint64_t len = fz_below(3000), off = fz_below(FZ_ARENA - len);
+
+				iov[i].base = fz_below(4) ? (uintptr_t)e->arena + off
+							  : (uintptr_t)e->buf + fz_below(4096);
+				iov[i].len = len;
+			}
+		}
 		if (!fz_below(8)) {
 			memcpy(b + 2048, &e->udp_addr, sizeof(e->udp_addr));
 			s->addr = fz_below(4) ? (uintptr_t)(b + 2048) : fz_data_ptr(e);

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -557,6 +558,19 @@ static int t_send_udp(void)
 	for (int i = 0; i < 20; i++)
 		CHECK(!memcmp(rx + i * 3000, z.arena + i * PG + 11 * i, 3000), "piece %d", i);
 
+	/* corked: MSG_MORE pieces then the last one make one datagram */
+	iov[0] = (struct iovec){ z.arena + 5 * PG, 700 };
+	CHECK(zc_sendv(&z, tx, iov, 1, MSG_MORE, NULL, 0, &out) == 700 && out.zc_bytes == 0,
+	      "corked piece");
+	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+	CHECK(zc_sendv(&z, tx, iov, 1, MSG_MORE, NULL, 0, NULL) == sizeof(hdr), "corked piece 2");
+	iov[0] = (struct iovec){ z.arena + 6 * PG, PG };
+	n = zc_sendv(&z, tx, iov, 1, 0, NULL, 0, &out);
+	CHECK(n == PG, "last piece %zd: %s", n, n < 0 ? strerror((int)-n) : "");
+	CHECK(recv(rxs, rx, sizeof(rx), 0) == 700 + sizeof(hdr) + PG, "corked datagram");
+	CHECK(!memcmp(rx, z.arena + 5 * PG, 700) && !memcmp(rx + 700, hdr, sizeof(hdr)) &&
+	      !memcmp(rx + 700 + sizeof(hdr), z.arena + 6 * PG, PG), "corked bytes");
+
 	/* too large for a datagram */
 	iov[0] = (struct iovec){ z.arena, 17 * PG };
 	n = zc_sendv(&z, tx, iov, 1, 0, NULL, 0, NULL);
@@ -870,6 +884,48 @@ static long modref(void)
 	return fz_modref();
 }
 
+/* a process exits (no close, no munmap) with a send in flight: its pages
+ * are released once the send completes */
+static int t_exit_inflight(void)
+{
+	int cli, srv, st = 0;
+	long refs;
+	pid_t pid;
+	uint8_t *b;
+
+	CHECK(fz_wait_module_idle(5) == 0, "module busy before the test");
+	CHECK(tcp_pair(&cli, &srv, 4096, 1 << 20) == 0, "tcp_pair");
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct zc z;
+		struct iovec iov;
+
+		if (zc_open(&z, 128 * PG, 0))
+			_exit(2);
+		fill(z.arena, 0, z.size, 13);
+		if (zc_range(&z, ZCOPY_IOC_SEAL, 0, z.size))
+			_exit(3);
+		iov = (struct iovec){ z.arena, z.size };
+		_exit(zc_sendv(&z, cli, &iov, 1, MSG_DONTWAIT, NULL, 0, NULL) > 0 ? 0 : 4);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "child status %#x", st);
+	refs = fz_send_refs();
+	CHECK(refs > 0, "send_refs %ld after the exit: nothing was in flight", refs);
+	CHECK(modref() > 0, "module refcnt 0 with a send in flight");
+	b = malloc(128 * PG);
+	recv_all(srv, b, 128 * PG, 1);	/* whatever was accepted */
+	free(b);
+	close(cli);
+	close(srv);
+	CHECK(fz_wait_module_idle(10) == 0, "refcnt %ld pages_owned %ld send_refs %ld after the peer read",
+	      modref(), fz_pages_owned(), fz_send_refs());
+	note("exit: %ld page references in flight after the process exited, all released after the read",
+	     refs);
+	return 0;
+}
+
 static int t_close_inflight_rmmod(void)
 {
 	struct zc z;
@@ -1042,6 +1098,7 @@ static int t_stress(void)
 		close(a[i].tx);
 		close(a[i].rx);
 	}
+	CHECK(LD(z.st->cow_faults) > 0, "no copy-on-write happened: the stress missed its aim");
 	note("stress: 2 writer/sender threads, %ld records received whole, cow %" PRIu64
 	     " unseal %" PRIu64 " in %.2f s", a[0].got + a[1].got, (uint64_t)LD(z.st->cow_faults),
 	     (uint64_t)LD(z.st->unseal_faults), now_s() - t0);
@@ -1066,6 +1123,7 @@ static const struct test tests[] = {
 	{ "misuse", t_misuse },
 	{ "stress", t_stress },
 	{ "fuzz", t_fuzz },
+	{ "exit_inflight", t_exit_inflight },
 	{ "close_inflight_rmmod", t_close_inflight_rmmod },
 	{ "leak", t_leak },
 };

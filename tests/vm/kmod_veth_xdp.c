@@ -438,7 +438,10 @@ static int receiver(int rd, int wr)
 		got += (size_t)n;
 	}
 	close(s);
-	/* UDP: UDP_COUNT datagrams of UDP_LEN bytes from arena offset i * PG */
+	/* UDP: UDP_COUNT datagrams of UDP_LEN bytes from arena offset i * PG;
+	 * the sender starts once we read (the socket buffer holds ~90) */
+	if (write(wr, "U", 1) != 1)
+		return 2;
 	t0 = now_s();
 	while (dgrams < UDP_COUNT && now_s() - t0 < 20) {
 		struct pollfd p = { .fd = u, .events = POLLIN };
@@ -609,6 +612,10 @@ int main(void)
 	}
 
 	/* UDP: UDP_COUNT datagrams, each from a different sealed page */
+	if (wait_byte(c2p[0], 'U', 60)) {
+		printf("kmod_veth_xdp: receiver did not finish the TCP part\n");
+		goto fail;
+	}
 	u = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	dst = ll_addr(2, "zcv0", UDP_PORT);
 	zc0 = LD(st->completions_zerocopy);
@@ -625,7 +632,7 @@ int main(void)
 			ok = 0;
 			break;
 		}
-		if (k % 16 == 15)
+		if (k % 8 == 7)
 			usleep(2000);	/* let the receiver keep up */
 	}
 	t0 = now_s();

@@ -114,7 +114,8 @@ bpo_setup() {
 	fi
 }
 
-# first dependency of linux-image-amd64 = the ABI package, e.g. linux-image-6.1.0-56-amd64
+# the candidate linux-image-amd64's dependency = the ABI package, e.g.
+# linux-image-6.1.0-56-amd64 (apt-cache depends uses the candidate version)
 abi_of() { sed -n 's/^ *Depends: linux-image-\([^ ]*\).*/\1/p' | head -1; }
 
 # ------------------------------------------------------------ per-kernel prep
@@ -145,10 +146,10 @@ prep_kernel() { # sets KVER KDIR KIMG for $1 in {6.1,6.12}
 	local series=$1 root dl
 	case $series in
 	6.1)
-		KVER=$(apt-cache show linux-image-amd64 2>/dev/null | abi_of)
+		KVER=$(apt-cache depends linux-image-amd64 2>/dev/null | abi_of)
 		if [ -z "$KVER" ] || [[ $KVER != 6.1.* ]]; then
 			apt-get update -q >/dev/null
-			KVER=$(apt-cache show linux-image-amd64 | abi_of)
+			KVER=$(apt-cache depends linux-image-amd64 | abi_of)
 		fi
 		[[ $KVER == 6.1.* ]] || die "linux-image-amd64 does not point at a 6.1 kernel ($KVER)"
 		apt_install "linux-headers-$KVER"
@@ -162,7 +163,7 @@ prep_kernel() { # sets KVER KDIR KIMG for $1 in {6.1,6.12}
 		;;
 	6.12)
 		bpo_setup
-		KVER=$(bpo_cache show linux-image-amd64 2>/dev/null | abi_of)
+		KVER=$(bpo_cache depends linux-image-amd64 2>/dev/null | abi_of)
 		[[ $KVER == 6.12.* ]] || die "bookworm-backports linux-image-amd64 is not 6.12 ($KVER)"
 		local base=${KVER%-amd64}
 		root=$build/k/$KVER
@@ -324,7 +325,9 @@ for series in "${series_list[@]}"; do
 	t1=$(date +%s)
 	make_initramfs "$KROOT/initramfs.cpio"
 	consolelog=$KROOT/console.log
-	log "$series: kernel $KVER ($(file -b "$KIMG" | cut -d, -f1)), module built in $((t1 - t0)) s, booting"
+	kind=bzImage
+	[ "$(head -c 4 "$KIMG" | od -An -c | tr -d ' ')" = '177ELF' ] && kind="plain vmlinux"
+	log "$series: kernel $KVER ($kind), module built in $((t1 - t0)) s, booting"
 	set +e
 	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1G -smp "$smp" -nographic -no-reboot \
 		-kernel "$KIMG" -initrd "$KROOT/initramfs.cpio" \

@@ -834,7 +834,7 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 	struct msghdr msg;
 	unsigned long total = 0, maxsegs = 0, copy_bytes = 0, zc_bytes = 0;
 	unsigned int nsegs = 0, narena = 0, nbv = 0, i, cp;
-	bool stream, no_zc;
+	bool stream, no_zc, corked;
 	unsigned long fl;
 	long ret;
 	int err;
@@ -864,7 +864,11 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 	if (!sock)
 		return err;
 	stream = sock->type == SOCK_STREAM;
-	no_zc = sd.flags & ZCOPY_SEND_F_NO_ZC;
+	/* a corked datagram (MSG_MORE) may be appended to by a later call with
+	 * another ubuf_info, which UDP refuses: send corked pieces as plain
+	 * copies, without msg_ubuf */
+	corked = !stream && (sd.msg_flags & MSG_MORE);
+	no_zc = (sd.flags & ZCOPY_SEND_F_NO_ZC) || corked;
 
 	iov = kvmalloc_array(sd.iovcnt, sizeof(*iov), GFP_KERNEL);
 	ret = -ENOMEM;
@@ -1058,14 +1062,17 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 
 	/* 4. one sendmsg */
 	memset(&msg, 0, sizeof(msg));
-	msg.msg_flags = sd.msg_flags | MSG_ZEROCOPY;
+	msg.msg_flags = sd.msg_flags;
 	if (sock->file->f_flags & O_NONBLOCK)
 		msg.msg_flags |= MSG_DONTWAIT;
 	if (sd.addr) {
 		msg.msg_name = &addr;
 		msg.msg_namelen = sd.addrlen;
 	}
-	msg.msg_ubuf = &s->ubuf;
+	if (!corked) {
+		msg.msg_flags |= MSG_ZEROCOPY;
+		msg.msg_ubuf = &s->ubuf;
+	}
 	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, bv, nbv, total);
 
 	s->aborted = false;

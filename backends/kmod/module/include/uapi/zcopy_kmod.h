@@ -120,6 +120,7 @@ struct zcopy_iovec {
 
 /* ZCOPY_IOC_SEND: returns bytes sent (>= 0) or -1 with errno, as send(2).
  * msg_flags takes MSG_DONTWAIT, MSG_NOSIGNAL, MSG_MORE and MSG_EOR only.
+ * On datagram sockets, MSG_MORE (corking) sends the piece copied.
  * At most ZCOPY_SEND_MAX bytes per call: a longer message is cut to that
  * length on stream sockets (a short write) and refused with EMSGSIZE on
  * others.  Errors: EBADF (fd), ENOTSOCK (fd is not a socket), EFAULT
