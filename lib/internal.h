@@ -12,6 +12,9 @@
 #define ZC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ZC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+#define ZC_STAT_ADD(pool, field, v)                                            \
+    atomic_fetch_add_explicit(&(pool)->st.field, (v), memory_order_relaxed)
+
 /* ---- backends: the one seam between lib/ and a way of sending ---- */
 
 enum zc_backend_caps {
@@ -33,6 +36,9 @@ struct zc_backend_ops {
     void (*arena_unmap)(struct zc_pool *pool, void *arena, size_t size);
     /* Optional with ZC_BE_OWN_PROTECT: write-protect or release a range. */
     int (*protect)(struct zc_pool *pool, void *addr, size_t len, bool on);
+    /* Optional: the arena's used part grows from @from to @to bytes (span
+     * lock held; nothing in the new range is allocated or protected yet). */
+    void (*arena_grow)(struct zc_pool *pool, size_t from, size_t to);
     /* Smallest part worth sending without a copy on this socket. */
     size_t (*copy_threshold)(struct zc_pool *pool, int fd);
     /* sendmsg(2) semantics: bytes sent or -1 and errno. Owns the in-flight
@@ -134,8 +140,18 @@ ZC_HIDDEN void zc__inflight_put(struct zc_pool *pool, struct zc_pageblock *pb,
                                 uint32_t n);
 ZC_HIDDEN void zc__parts_release(struct zc_pool *pool, struct zc_part *parts,
                                  size_t nparts);
+/* One more in-flight reference on a pageblock the caller already holds. */
+static inline void zc__inflight_get(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    atomic_fetch_add(&pb->in_flight, 1);
+    ZC_STAT_ADD(pool, in_flight, 1);
+}
+/* Drop one reference taken by the send path or zc__inflight_get. */
+static inline void zc__inflight_drop(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    ZC_STAT_ADD(pool, in_flight, (uint64_t)-1);
+    zc__inflight_put(pool, pb, 1);
+}
 
-#define ZC_STAT_ADD(pool, field, v)                                            \
-    atomic_fetch_add_explicit(&(pool)->st.field, (v), memory_order_relaxed)
 
 #endif

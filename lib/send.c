@@ -48,8 +48,7 @@ void zc__parts_release(struct zc_pool *pool, struct zc_part *parts, size_t npart
 {
     for (size_t i = 0; i < nparts; i++) {
         if (parts[i].pb) {
-            ZC_STAT_ADD(pool, in_flight, (uint64_t)-1);
-            zc__inflight_put(pool, parts[i].pb, 1);
+            zc__inflight_drop(pool, parts[i].pb);
             parts[i].pb = NULL;
         }
     }

@@ -137,7 +137,7 @@ static void purge_old(struct zc_pool *pool)
         pb->committed = false;
         atomic_store_explicit(&pb->astate, ZC_PB_SPAN_PURGING, memory_order_relaxed);
         pthread_mutex_unlock(&pool->span_lock);
-        if (!pool->arena_from_backend)
+        if (!pool->arena_from_backend && !pool->keep_committed)
             madvise(pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, MADV_DONTNEED);
         pthread_mutex_lock(&pool->span_lock);
         atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
@@ -228,6 +228,9 @@ static struct zc_pageblock *carve(struct zc_pool *pool, size_t npages)
         return NULL;
     pb->start = pool->arena + pool->hwm_pages * ZC_PAGE_SIZE;
     pb->npages = (uint32_t)npages;
+    if (pool->ops->arena_grow)
+        pool->ops->arena_grow(pool, pool->hwm_pages * ZC_PAGE_SIZE,
+                              (pool->hwm_pages + npages) * ZC_PAGE_SIZE);
     pool->hwm_pages += npages;
     return pb;
 }

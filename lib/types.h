@@ -146,6 +146,7 @@ struct zc_pool {
     size_t arena_size;
     size_t arena_pages;
     bool arena_from_backend;
+    bool keep_committed;    /* never MADV_DONTNEED: the backend pinned the pages */
     /* Page map: arena page -> metadata index (0: none). */
     _Atomic uint32_t *pagemap;
     struct zc_pageblock *metas;

@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The io_uring backend: IORING_OP_SEND_ZC / SENDMSG_ZC, one ring per
+ * sending thread.
+ *
+ * Fixed buffers: a master ring registers the arena in segments as the
+ * allocator first reaches them (before anything there can be protected, so
+ * the pinning never trips the write protection), and each thread's ring
+ * clones that table (IORING_REGISTER_CLONE_BUFFERS, kernel 6.12+). Where
+ * cloning or registering is refused (old kernel, RLIMIT_MEMLOCK), sends use
+ * unregistered SEND_ZC, which pins per send: visible in ZC_LOG and
+ * zcopy-probe.
+ *
+ * Completions: the result CQE is waited for; the notification CQE, which
+ * says the kernel let go of the pages, is reaped later by any thread
+ * (sends, zc_poll, a writer or the allocator waiting) and drops the
+ * pageblocks' in-flight references. Counting is per request, never by
+ * arrival order.
+ */
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../lib/internal.h"
+
+/* Newer than the 6.1 UAPI headers: used only after a probe says so. */
+#define ZC_SEND_ZC_REPORT_USAGE (1U << 3)
+#define ZC_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#define ZC_REGISTER_CLONE_BUFFERS 30
+#define ZC_REGISTER_DST_REPLACE (1U << 1)
+
+struct zc_clone_buffers {
+    uint32_t src_fd, flags, src_off, dst_off, nr, pad[3];
+};
+
+#define ZC_IOU_SEG_MIN ((size_t)2 << 20)
+#define ZC_IOU_MAX_BUFS 16384
+#define ZC_IOU_FD_CACHE 65536
+#define ZC_IOU_COPY_STREAK 1024 /* sends by copy before zero-copy is tried again */
+#define ZC_IOU_THRESHOLD ((size_t)16 << 10)
+
+/* One send request; lives until its notification (or its result, when the
+ * kernel says no notification follows). */
+struct iou_req {
+    int fd;
+    size_t bytes;
+    void *bounce;
+    uint32_t npb;
+    struct zc_pageblock *pb[];
+};
+
+struct iou_ring {
+    struct io_uring ring;
+    pthread_mutex_t lock;
+    struct iou_ring *next;
+    uint64_t clone_gen;
+    bool fixed;
+    bool orphan;
+    _Atomic unsigned pending; /* requests whose notification is due */
+};
+
+struct iou_pool {
+    uint64_t pool_id;
+    pthread_key_t key;
+    pthread_mutex_t rings_lock;
+    struct iou_ring *rings;
+    struct io_uring master;
+    bool master_ok;
+    bool fixed;  /* segments are being registered */
+    bool clone;  /* thread rings can clone the master's table */
+    size_t seg_size, nsegs;
+    uint8_t *seg_registered;
+    _Atomic uint64_t reg_gen;
+    pthread_mutex_t master_lock;
+    _Atomic uint16_t fd_copy[ZC_IOU_FD_CACHE];
+};
+
+/* ---- probe, once per process ---- */
+
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static int probe_rc;
+static char probe_why[200];
+static bool have_report_usage;
+
+static void probe_run(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+    int disabled = 0;
+    if (f) {
+        if (fscanf(f, "%d", &disabled) != 1)
+            disabled = 0;
+        fclose(f);
+    }
+    struct io_uring ring;
+    int rc = io_uring_queue_init(4, &ring, 0);
+    if (rc < 0) {
+        probe_rc = rc;
+        snprintf(probe_why, sizeof(probe_why), "io_uring_setup: %s%s", strerror(-rc),
+                 disabled == 2   ? " (kernel.io_uring_disabled=2)"
+                 : disabled == 1 ? " (kernel.io_uring_disabled=1: not in io_uring_group)"
+                 : rc == -EPERM  ? " (seccomp or a security module)"
+                                 : "");
+        return;
+    }
+    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
+    if (!p || !io_uring_opcode_supported(p, IORING_OP_SEND_ZC)) {
+        probe_rc = -ENOTSUP;
+        snprintf(probe_why, sizeof(probe_why), "no IORING_OP_SEND_ZC (kernel before 6.0)");
+    } else if (!io_uring_opcode_supported(p, IORING_OP_SENDMSG_ZC)) {
+        probe_rc = -ENOTSUP;
+        snprintf(probe_why, sizeof(probe_why), "no IORING_OP_SENDMSG_ZC (kernel before 6.1)");
+    }
+    if (p)
+        io_uring_free_probe(p);
+    if (probe_rc == 0) {
+        /* REPORT_USAGE (6.2+): an unknown flag fails with EINVAL before the
+         * fd is looked at; a known one gets EBADF for fd -1. */
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_send_zc(sqe, -1, NULL, 0, 0, 0);
+        sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
+        struct io_uring_cqe *cqe;
+        if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
+            have_report_usage = cqe->res != -EINVAL;
+            io_uring_cqe_seen(&ring, cqe);
+        }
+        snprintf(probe_why, sizeof(probe_why), "ok");
+    }
+    io_uring_queue_exit(&ring);
+}
+
+static int iou_probe(char *why, size_t why_len)
+{
+    pthread_once(&probe_once, probe_run);
+    snprintf(why, why_len, "%s", probe_why);
+    return probe_rc;
+}
+
+/* ---- requests and completions ---- */
+
+static void req_finish(struct zc_pool *pool, struct iou_req *req)
+{
+    for (uint32_t i = 0; i < req->npb; i++)
+        zc__inflight_drop(pool, req->pb[i]);
+    free(req->bounce);
+    free(req);
+}
+
+static void mark_copying(struct iou_pool *st, int fd)
+{
+    if (fd >= 0 && fd < ZC_IOU_FD_CACHE)
+        atomic_store_explicit(&st->fd_copy[fd], ZC_IOU_COPY_STREAK, memory_order_relaxed);
+}
+
+/* A CQE that is not the result the caller waits for: a notification. */
+static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uring_cqe *cqe)
+{
+    struct iou_pool *st = pool->backend;
+    struct iou_req *req = io_uring_cqe_get_data(cqe);
+    ZC_STAT_ADD(pool, completions, 1);
+    if (have_report_usage && ((uint32_t)cqe->res & ZC_NOTIF_USAGE_ZC_COPIED)) {
+        ZC_STAT_ADD(pool, completions_copied, 1);
+        /* small TCP sends share notifications and are flagged loosely:
+         * switch the socket to copying on large sends only */
+        if (req->bytes >= ((size_t)32 << 10)) {
+            mark_copying(st, req->fd);
+            ZC_LOG("socket %d: the kernel copied a %zu-byte zero-copy send; copying from now on",
+                   req->fd, req->bytes);
+        }
+    }
+    atomic_fetch_sub(&r->pending, 1);
+    req_finish(pool, req);
+}
+
+/* Reap what is there; ring lock held. */
+static int reap_locked(struct zc_pool *pool, struct iou_ring *r)
+{
+    struct io_uring_cqe *cqe;
+    int n = 0;
+    while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+        handle_notif(pool, r, cqe);
+        io_uring_cqe_seen(&r->ring, cqe);
+        n++;
+    }
+    return n;
+}
+
+/* ---- rings ---- */
+
+static _Thread_local struct {
+    uint64_t pool_id;
+    struct iou_ring *ring;
+} tl_ring;
+
+static void ring_thread_exit(void *arg)
+{
+    struct iou_ring *r = arg;
+    /* notifications may still be due: poll reaps them and closes it */
+    r->orphan = true;
+    if (tl_ring.ring == r)
+        tl_ring.pool_id = 0;
+}
+
+static int clone_into(struct iou_pool *st, struct iou_ring *r)
+{
+    struct zc_clone_buffers cb = { .src_fd = (uint32_t)st->master.ring_fd };
+    if (r->clone_gen)
+        cb.flags = ZC_REGISTER_DST_REPLACE;
+    pthread_mutex_lock(&st->master_lock);
+    uint64_t gen = atomic_load(&st->reg_gen);
+    long rc = syscall(__NR_io_uring_register, r->ring.ring_fd, ZC_REGISTER_CLONE_BUFFERS, &cb, 1);
+    pthread_mutex_unlock(&st->master_lock);
+    if (rc < 0)
+        return -errno;
+    r->clone_gen = gen;
+    return 0;
+}
+
+static struct iou_ring *ring_get(struct zc_pool *pool)
+{
+    struct iou_pool *st = pool->backend;
+    if (tl_ring.pool_id == pool->id)
+        return tl_ring.ring;
+    struct iou_ring *r = pthread_getspecific(st->key);
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return NULL;
+        int rc = io_uring_queue_init(64, &r->ring, 0);
+        if (rc < 0) {
+            ZC_LOG("io_uring: ring for a new thread: %s", strerror(-rc));
+            free(r);
+            return NULL;
+        }
+        pthread_mutex_init(&r->lock, NULL);
+        r->fixed = st->fixed && st->clone;
+        if (r->fixed && atomic_load(&st->reg_gen) && clone_into(st, r)) {
+            ZC_LOG("io_uring: cloning the fixed buffers failed: unregistered sends here");
+            r->fixed = false;
+        }
+        pthread_setspecific(st->key, r);
+        pthread_mutex_lock(&st->rings_lock);
+        r->next = st->rings;
+        st->rings = r;
+        pthread_mutex_unlock(&st->rings_lock);
+    }
+    tl_ring.pool_id = pool->id;
+    tl_ring.ring = r;
+    return r;
+}
+
+/* Register the segments the arena now reaches, before anything in them is
+ * allocated (pinning writes to the pages; protected ones would fault). */
+static void iou_arena_grow(struct zc_pool *pool, size_t from, size_t to)
+{
+    struct iou_pool *st = pool->backend;
+    if (!st->fixed)
+        return;
+    pthread_mutex_lock(&st->master_lock);
+    for (size_t s = from / st->seg_size; s <= (to - 1) / st->seg_size && s < st->nsegs; s++) {
+        if (st->seg_registered[s])
+            continue;
+        struct iovec iov = { pool->arena + s * st->seg_size, st->seg_size };
+        if (s == st->nsegs - 1 && (s + 1) * st->seg_size > pool->arena_size)
+            iov.iov_len = pool->arena_size - s * st->seg_size;
+        int rc = io_uring_register_buffers_update_tag(&st->master, (unsigned)s, &iov, NULL, 1);
+        if (rc < 0) {
+            ZC_LOG("io_uring: registering arena segment %zu: %s%s; unregistered sends from now on",
+                   s, strerror(-rc), rc == -ENOMEM ? " (RLIMIT_MEMLOCK?)" : "");
+            ZC_STAT_ADD(pool, fallbacks, 1);
+            st->fixed = false;
+            break;
+        }
+        st->seg_registered[s] = 1;
+        atomic_fetch_add(&st->reg_gen, 1);
+    }
+    pthread_mutex_unlock(&st->master_lock);
+}
+
+/* ---- pool start and stop ---- */
+
+static int iou_init(struct zc_pool *pool, char *why, size_t why_len)
+{
+    struct iou_pool *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    int rc = pthread_key_create(&st->key, ring_thread_exit);
+    if (rc) {
+        free(st);
+        return -rc;
+    }
+    pthread_mutex_init(&st->rings_lock, NULL);
+    pthread_mutex_init(&st->master_lock, NULL);
+    st->pool_id = pool->id;
+    st->seg_size = ZC_IOU_SEG_MIN;
+    while (pool->arena_size / st->seg_size > ZC_IOU_MAX_BUFS)
+        st->seg_size *= 2;
+    st->nsegs = (pool->arena_size + st->seg_size - 1) / st->seg_size;
+    st->seg_registered = calloc(st->nsegs, 1);
+    pool->backend = st;
+    if (!st->seg_registered) {
+        snprintf(why, why_len, "out of memory");
+        return -ENOMEM;
+    }
+    rc = io_uring_queue_init(4, &st->master, 0);
+    if (rc < 0) {
+        snprintf(why, why_len, "io_uring_setup: %s", strerror(-rc));
+        free(st->seg_registered);
+        free(st);
+        pool->backend = NULL;
+        return rc;
+    }
+    st->master_ok = true;
+    rc = io_uring_register_buffers_sparse(&st->master, (unsigned)st->nsegs);
+    st->fixed = rc == 0;
+    if (!st->fixed)
+        ZC_LOG("io_uring: sparse buffer table refused (%s): unregistered sends", strerror(-rc));
+    if (st->fixed) {
+        /* can thread rings share the table? */
+        struct iou_ring probe = { 0 };
+        if (io_uring_queue_init(2, &probe.ring, 0) == 0) {
+            st->clone = clone_into(st, &probe) == 0;
+            io_uring_queue_exit(&probe.ring);
+        }
+        if (!st->clone) {
+            ZC_LOG("io_uring: this kernel cannot clone a buffer table (6.12+): unregistered sends");
+            io_uring_unregister_buffers(&st->master);
+            st->fixed = false;
+        }
+    }
+    /* registered pages are pinned: giving them back would break the table */
+    pool->keep_committed = st->fixed;
+    ZC_LOG("io_uring: %s, segments of %zu KiB, REPORT_USAGE %s",
+           st->fixed ? "fixed buffers" : "unregistered buffers", st->seg_size >> 10,
+           have_report_usage ? "yes" : "no");
+    return 0;
+}
+
+static void iou_fini(struct zc_pool *pool)
+{
+    struct iou_pool *st = pool->backend;
+    if (!st)
+        return;
+    pthread_key_delete(st->key);
+    if (tl_ring.pool_id == pool->id)
+        tl_ring.pool_id = 0;
+    struct iou_ring *r = st->rings;
+    while (r) {
+        struct iou_ring *next = r->next;
+        pthread_mutex_lock(&r->lock);
+        reap_locked(pool, r);
+        pthread_mutex_unlock(&r->lock);
+        io_uring_queue_exit(&r->ring);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        r = next;
+    }
+    if (st->master_ok)
+        io_uring_queue_exit(&st->master);
+    free(st->seg_registered);
+    pthread_mutex_destroy(&st->rings_lock);
+    pthread_mutex_destroy(&st->master_lock);
+    free(st);
+    pool->backend = NULL;
+}
+
+static int iou_poll(struct zc_pool *pool, int timeout_ms)
+{
+    struct iou_pool *st = pool->backend;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int n = 0;
+        unsigned pending = 0;
+        pthread_mutex_lock(&st->rings_lock);
+        struct iou_ring **link = &st->rings;
+        while (*link) {
+            struct iou_ring *r = *link;
+            if (pthread_mutex_trylock(&r->lock) == 0) {
+                n += reap_locked(pool, r);
+                pthread_mutex_unlock(&r->lock);
+            }
+            unsigned p = atomic_load(&r->pending);
+            pending += p;
+            if (r->orphan && p == 0) {
+                /* its thread is gone and nothing is due: close it */
+                *link = r->next;
+                io_uring_queue_exit(&r->ring);
+                pthread_mutex_destroy(&r->lock);
+                free(r);
+                continue;
+            }
+            link = &r->next;
+        }
+        pthread_mutex_unlock(&st->rings_lock);
+        if (n || !pending || timeout_ms == 0)
+            return n;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= timeout_ms)
+            return 0;
+        struct timespec ts = { 0, 50 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static size_t iou_threshold(struct zc_pool *pool, int fd)
+{
+    (void)pool;
+    (void)fd;
+    return ZC_IOU_THRESHOLD;
+}
+
+/* ---- sending ---- */
+
+static ssize_t send_copy(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                         struct zc_part *parts, size_t nparts, int flags)
+{
+    zc__parts_release(pool, parts, nparts);
+    ssize_t r = sendmsg(fd, msg, flags);
+    if (r > 0)
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
+    return r;
+}
+
+/* The bytes of the first @sent that came from zero-copy parts. */
+static size_t zerocopy_share(const struct zc_part *parts, size_t nparts, size_t sent,
+                             size_t *nzc_parts)
+{
+    size_t zc = 0;
+    *nzc_parts = 0;
+    for (size_t i = 0; i < nparts && sent; i++) {
+        size_t n = parts[i].len < sent ? parts[i].len : sent;
+        if (parts[i].pb) {
+            zc += n;
+            if (n)
+                (*nzc_parts)++;
+        }
+        sent -= n;
+    }
+    return zc;
+}
+
+static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                           struct zc_part *parts, size_t nparts, int flags)
+{
+    struct iou_pool *st = pool->backend;
+    uint32_t npb = 0;
+    size_t total = 0, copied_len = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        total += parts[i].len;
+        if (parts[i].pb)
+            npb++;
+        else
+            copied_len += parts[i].len;
+    }
+    if (!npb)
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
+        uint16_t left = atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed);
+        if (left) {
+            /* this socket copies anyway (local delivery): copy here, cheaper */
+            atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
+            return send_copy(pool, fd, msg, parts, nparts, flags);
+        }
+    }
+    int fl = fcntl(fd, F_GETFL);
+    struct iou_ring *r = fl < 0 ? NULL : ring_get(pool);
+    struct iou_req *req = r ? malloc(sizeof(*req) + npb * sizeof(req->pb[0])) : NULL;
+    if (!req) {
+        if (r)
+            ZC_STAT_ADD(pool, fallbacks, 1);
+        return send_copy(pool, fd, msg, parts, nparts, flags); /* EBADF etc. from sendmsg */
+    }
+    /* send(2) semantics on a ring: io_uring ignores O_NONBLOCK and may
+     * stop short on a blocking stream socket unless told otherwise */
+    int sflags = flags | ((fl & O_NONBLOCK) || (flags & MSG_DONTWAIT) ? MSG_DONTWAIT : MSG_WAITALL);
+    req->fd = fd;
+    req->bytes = total;
+    req->bounce = NULL;
+    req->npb = 0;
+    struct iovec stack_iov[16];
+    struct iovec *iov = stack_iov;
+    struct msghdr m = *msg;
+    bool single = nparts == 1 && !msg->msg_name && !msg->msg_controllen;
+    if (!single) {
+        /* Copied parts go from a bounce buffer the request owns: the
+         * kernel may reference every part until the notification. */
+        if (nparts > 16)
+            iov = malloc(nparts * sizeof(*iov));
+        req->bounce = copied_len ? malloc(copied_len) : NULL;
+        if (!iov || (copied_len && !req->bounce)) {
+            free(req->bounce);
+            free(req);
+            if (iov != stack_iov)
+                free(iov);
+            ZC_STAT_ADD(pool, fallbacks, 1);
+            return send_copy(pool, fd, msg, parts, nparts, flags);
+        }
+        uint8_t *b = req->bounce;
+        for (size_t i = 0; i < nparts; i++) {
+            iov[i].iov_len = parts[i].len;
+            if (parts[i].pb) {
+                iov[i].iov_base = (void *)(uintptr_t)parts[i].base;
+            } else {
+                memcpy(b, parts[i].base, parts[i].len);
+                iov[i].iov_base = b;
+                b += parts[i].len;
+            }
+        }
+        m.msg_iov = iov;
+        m.msg_iovlen = nparts;
+    }
+    for (size_t i = 0; i < nparts; i++)
+        if (parts[i].pb)
+            req->pb[req->npb++] = parts[i].pb; /* the references move to req */
+
+    pthread_mutex_lock(&r->lock);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {
+        io_uring_submit(&r->ring);
+        sqe = io_uring_get_sqe(&r->ring);
+    }
+    bool fixed = false;
+    if (single) {
+        const uint8_t *base = parts[0].base;
+        size_t off = (size_t)(base - pool->arena);
+        size_t seg = off / st->seg_size;
+        if (r->fixed && seg == (off + total - 1) / st->seg_size && st->seg_registered[seg]) {
+            if (r->clone_gen != atomic_load(&st->reg_gen) && clone_into(st, r)) {
+                ZC_LOG("io_uring: re-cloning the fixed buffers failed: unregistered sends here");
+                r->fixed = false;
+            }
+            fixed = r->fixed;
+        }
+        if (fixed)
+            io_uring_prep_send_zc_fixed(sqe, fd, base, total, sflags, 0, (unsigned)seg);
+        else
+            io_uring_prep_send_zc(sqe, fd, base, total, sflags, 0);
+    } else {
+        io_uring_prep_sendmsg_zc(sqe, fd, &m, (unsigned)sflags);
+    }
+    if (have_report_usage)
+        sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
+    io_uring_sqe_set_data(sqe, req);
+    int res = 0;
+    bool more = false, got = false;
+    int rc = io_uring_submit(&r->ring);
+    while (rc >= 0 && !got) {
+        struct io_uring_cqe *cqe;
+        rc = io_uring_wait_cqe(&r->ring, &cqe);
+        if (rc == -EINTR) {
+            rc = 0;
+            continue;
+        }
+        if (rc < 0)
+            break;
+        if (io_uring_cqe_get_data(cqe) == req && !(cqe->flags & IORING_CQE_F_NOTIF)) {
+            res = cqe->res;
+            more = cqe->flags & IORING_CQE_F_MORE;
+            got = true;
+            if (more)
+                atomic_fetch_add(&r->pending, 1);
+        } else {
+            handle_notif(pool, r, cqe);
+        }
+        io_uring_cqe_seen(&r->ring, cqe);
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (iov != stack_iov)
+        free(iov);
+    if (!got) {
+        /* the ring failed us; the request is lost to it only if never
+         * submitted, which is what rc < 0 from submit means */
+        req_finish(pool, req);
+        errno = -rc;
+        return -1;
+    }
+    if (res >= 0) {
+        size_t zparts;
+        size_t zbytes = zerocopy_share(parts, nparts, (size_t)res, &zparts);
+        ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)res - zbytes);
+        ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+    }
+    if (!more)
+        req_finish(pool, req);
+    if (res < 0) {
+        errno = -res;
+        return -1;
+    }
+    return res;
+}
+
+const struct zc_backend_ops zc_backend_iouring = {
+    .name = "iouring",
+    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT,
+    .probe = iou_probe,
+    .init = iou_init,
+    .fini = iou_fini,
+    .arena_grow = iou_arena_grow,
+    .copy_threshold = iou_threshold,
+    .sendmsg = iou_sendmsg,
+    .poll = iou_poll,
+};
