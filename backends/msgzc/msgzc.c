@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The MSG_ZEROCOPY backend: SO_ZEROCOPY on a socket's first zero-copy send,
+ * sendmsg(MSG_ZEROCOPY), completions read from the socket's error queue as
+ * ranges of send ids and mapped back to the requests (and so to their
+ * pageblocks).
+ *
+ * Sockets are known by SO_COOKIE, not by descriptor number, which the
+ * application may close and reuse. While sends are due, the backend holds a
+ * duplicate of the descriptor: completions arrive on the socket's error
+ * queue only, and a socket closed before they are read would leave the
+ * pageblocks in flight forever. The application's close therefore takes
+ * effect once the last completion is read (normally one round trip).
+ *
+ * The id counting mirrors the kernel's: each sendmsg(MSG_ZEROCOPY) that
+ * sends a byte takes the next id. Do not mix zcopy's zero-copy sends with
+ * the application's own MSG_ZEROCOPY sends on one socket.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../lib/internal.h"
+
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+#ifndef SO_EE_ORIGIN_ZEROCOPY
+#define SO_EE_ORIGIN_ZEROCOPY 5
+#endif
+#ifndef SO_EE_CODE_ZEROCOPY_COPIED
+#define SO_EE_CODE_ZEROCOPY_COPIED 1
+#endif
+
+#define MZ_THRESHOLD ((size_t)16 << 10)
+#define MZ_COPY_STREAK 1024
+
+struct mz_req {
+    struct mz_req *next;
+    uint32_t id;
+    size_t bytes;
+    void *bounce;
+    uint32_t npb;
+    struct zc_pageblock *pb[];
+};
+
+struct mz_sock {
+    struct mz_sock *next;
+    uint64_t cookie;
+    int dupfd;             /* held while requests are due */
+    uint32_t next_id;      /* the kernel's next zero-copy id on this socket */
+    unsigned copy_streak;  /* sends left by copy before zero-copy is retried */
+    struct mz_req *head, *tail; /* due, in id order */
+    pthread_mutex_t lock;
+};
+
+/* Idle sockets remembered only to keep copying: at most this many. */
+#define MZ_MAX_IDLE 256
+
+struct mz_pool {
+    pthread_mutex_t lock; /* the socket list */
+    struct mz_sock *socks;
+    unsigned nsocks;
+};
+
+static int mz_probe(char *why, size_t why_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, why_len, "socket: %s", strerror(errno));
+        return -errno;
+    }
+    int one = 1, rc = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one))) {
+        rc = -errno;
+        snprintf(why, why_len, "SO_ZEROCOPY: %s", strerror(errno));
+    } else {
+        uint64_t cookie;
+        socklen_t len = sizeof(cookie);
+        if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len)) {
+            rc = -errno;
+            snprintf(why, why_len, "SO_COOKIE: %s", strerror(errno));
+        } else {
+            snprintf(why, why_len, "ok");
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+static int mz_init(struct zc_pool *pool, char *why, size_t why_len)
+{
+    (void)why;
+    (void)why_len;
+    struct mz_pool *st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    pthread_mutex_init(&st->lock, NULL);
+    pool->backend = st;
+    return 0;
+}
+
+static void req_finish(struct zc_pool *pool, struct mz_req *req)
+{
+    for (uint32_t i = 0; i < req->npb; i++)
+        zc__inflight_drop(pool, req->pb[i]);
+    free(req->bounce);
+    free(req);
+}
+
+/* Read the error queue; complete the requests it names. Socket lock held. */
+static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
+{
+    int n = 0;
+    while (s->head) {
+        char control[128];
+        struct msghdr msg = { .msg_control = control, .msg_controllen = sizeof(control) };
+        if (recvmsg(s->dupfd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
+            break;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
+                  (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR)))
+                continue;
+            struct sock_extended_err ee;
+            memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
+            if (ee.ee_origin != SO_EE_ORIGIN_ZEROCOPY || ee.ee_errno != 0)
+                continue;
+            uint32_t lo = ee.ee_info, hi = ee.ee_data;
+            bool copied = ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED;
+            /* ids complete in ranges, possibly out of order between ranges */
+            struct mz_req **link = &s->head, *prev = NULL;
+            while (*link) {
+                struct mz_req *r = *link;
+                if ((uint32_t)(r->id - lo) <= (uint32_t)(hi - lo)) {
+                    *link = r->next;
+                    if (s->tail == r)
+                        s->tail = prev;
+                    ZC_STAT_ADD(pool, completions, 1);
+                    if (copied) {
+                        ZC_STAT_ADD(pool, completions_copied, 1);
+                        if (r->bytes >= ((size_t)32 << 10) && !s->copy_streak) {
+                            s->copy_streak = MZ_COPY_STREAK;
+                            ZC_LOG("socket cookie %llu: the kernel copied a zero-copy send; "
+                                   "copying from now on",
+                                   (unsigned long long)s->cookie);
+                        }
+                    }
+                    req_finish(pool, r);
+                    n++;
+                } else {
+                    prev = r;
+                    link = &r->next;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+static int mz_poll(struct zc_pool *pool, int timeout_ms)
+{
+    struct mz_pool *st = pool->backend;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int n = 0;
+        bool due = false;
+        pthread_mutex_lock(&st->lock);
+        struct mz_sock **link = &st->socks;
+        while (*link) {
+            struct mz_sock *s = *link;
+            if (pthread_mutex_trylock(&s->lock) == 0) {
+                n += reap_sock(pool, s);
+                bool idle = !s->head;
+                if (idle && s->dupfd >= 0) {
+                    close(s->dupfd); /* the application's close may now finish */
+                    s->dupfd = -1;
+                }
+                pthread_mutex_unlock(&s->lock);
+                if (idle && (s->copy_streak == 0 || st->nsocks > MZ_MAX_IDLE)) {
+                    *link = s->next;
+                    st->nsocks--;
+                    pthread_mutex_destroy(&s->lock);
+                    free(s);
+                    continue;
+                }
+                due |= !idle;
+            } else {
+                due = true;
+            }
+            link = &s->next;
+        }
+        pthread_mutex_unlock(&st->lock);
+        if (n || !due || timeout_ms == 0)
+            return n;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= timeout_ms)
+            return 0;
+        struct timespec ts = { 0, 50 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void mz_fini(struct zc_pool *pool)
+{
+    struct mz_pool *st = pool->backend;
+    if (!st)
+        return;
+    struct mz_sock *s = st->socks;
+    while (s) {
+        struct mz_sock *next = s->next;
+        reap_sock(pool, s);
+        while (s->head) { /* never completed: the pool is going anyway */
+            struct mz_req *r = s->head;
+            s->head = r->next;
+            req_finish(pool, r);
+        }
+        if (s->dupfd >= 0)
+            close(s->dupfd);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        s = next;
+    }
+    pthread_mutex_destroy(&st->lock);
+    free(st);
+    pool->backend = NULL;
+}
+
+/* The socket's entry, locked; made (SO_ZEROCOPY set) on first use. */
+static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
+{
+    struct mz_pool *st = pool->backend;
+    uint64_t cookie;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+        return NULL;
+    pthread_mutex_lock(&st->lock);
+    struct mz_sock *s = st->socks;
+    while (s && s->cookie != cookie)
+        s = s->next;
+    if (!s) {
+        int one = 1;
+        s = calloc(1, sizeof(*s));
+        if (!s || setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one))) {
+            pthread_mutex_unlock(&st->lock);
+            free(s);
+            return NULL;
+        }
+        s->cookie = cookie;
+        s->dupfd = -1;
+        pthread_mutex_init(&s->lock, NULL);
+        s->next = st->socks;
+        st->socks = s;
+        st->nsocks++;
+    }
+    pthread_mutex_lock(&s->lock);
+    pthread_mutex_unlock(&st->lock);
+    return s;
+}
+
+static ssize_t send_copy(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                         struct zc_part *parts, size_t nparts, int flags)
+{
+    zc__parts_release(pool, parts, nparts);
+    ssize_t r = sendmsg(fd, msg, flags);
+    if (r > 0)
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
+    return r;
+}
+
+static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                          struct zc_part *parts, size_t nparts, int flags)
+{
+    uint32_t npb = 0;
+    size_t total = 0, copied_len = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        total += parts[i].len;
+        if (parts[i].pb)
+            npb++;
+        else
+            copied_len += parts[i].len;
+    }
+    if (!npb)
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    struct mz_sock *s = sock_get(pool, fd);
+    if (!s)
+        return send_copy(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
+    reap_sock(pool, s);
+    if (s->copy_streak) {
+        s->copy_streak--;
+        pthread_mutex_unlock(&s->lock);
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    }
+    struct mz_req *req = malloc(sizeof(*req) + npb * sizeof(req->pb[0]));
+    struct iovec stack_iov[16], *iov = stack_iov;
+    if (req && nparts > 16)
+        iov = malloc(nparts * sizeof(*iov));
+    void *bounce = req && copied_len ? malloc(copied_len) : NULL;
+    if (!req || !iov || (copied_len && !bounce)) {
+        pthread_mutex_unlock(&s->lock);
+        free(bounce);
+        if (iov != stack_iov)
+            free(iov);
+        free(req);
+        ZC_STAT_ADD(pool, fallbacks, 1);
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    }
+    /* The kernel references every part until the completion: the copied
+     * parts go from a buffer the request owns. */
+    uint8_t *b = bounce;
+    for (size_t i = 0; i < nparts; i++) {
+        iov[i].iov_len = parts[i].len;
+        if (parts[i].pb) {
+            iov[i].iov_base = (void *)(uintptr_t)parts[i].base;
+        } else {
+            memcpy(b, parts[i].base, parts[i].len);
+            iov[i].iov_base = b;
+            b += parts[i].len;
+        }
+    }
+    struct msghdr m = *msg;
+    m.msg_iov = iov;
+    m.msg_iovlen = nparts;
+    ssize_t r = sendmsg(fd, &m, flags | MSG_ZEROCOPY);
+    int err = errno;
+    if (iov != stack_iov)
+        free(iov);
+    if (r < 0 && err == ENOBUFS) {
+        /* optmem or memlock exhausted: this one goes by copy */
+        pthread_mutex_unlock(&s->lock);
+        free(bounce);
+        free(req);
+        ZC_STAT_ADD(pool, fallbacks, 1);
+        ZC_LOG("MSG_ZEROCOPY: ENOBUFS; copying this send");
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    }
+    if (r <= 0) {
+        /* nothing sent: the kernel gave the id back */
+        pthread_mutex_unlock(&s->lock);
+        free(bounce);
+        free(req);
+        zc__parts_release(pool, parts, nparts);
+        errno = err;
+        return r;
+    }
+    req->id = s->next_id++;
+    req->bytes = total;
+    req->bounce = bounce;
+    req->npb = 0;
+    req->next = NULL;
+    for (size_t i = 0; i < nparts; i++)
+        if (parts[i].pb)
+            req->pb[req->npb++] = parts[i].pb;
+    if (s->tail)
+        s->tail->next = req;
+    else
+        s->head = req;
+    s->tail = req;
+    if (s->dupfd < 0) {
+        s->dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (s->dupfd < 0) { /* out of descriptors: read through the caller's */
+            ZC_LOG("MSG_ZEROCOPY: dup: %s; completions read via fd %d", strerror(errno), fd);
+            s->dupfd = fd;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    size_t zbytes = 0, zparts = 0, left = (size_t)r;
+    for (size_t i = 0; i < nparts && left; i++) {
+        size_t n = parts[i].len < left ? parts[i].len : left;
+        if (parts[i].pb) {
+            zbytes += n;
+            zparts += n > 0;
+        }
+        left -= n;
+    }
+    ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
+    ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r - zbytes);
+    ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+    return r;
+}
+
+static size_t mz_threshold(struct zc_pool *pool, int fd)
+{
+    (void)pool;
+    (void)fd;
+    return MZ_THRESHOLD;
+}
+
+const struct zc_backend_ops zc_backend_msgzc = {
+    .name = "msgzc",
+    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT,
+    .probe = mz_probe,
+    .init = mz_init,
+    .fini = mz_fini,
+    .copy_threshold = mz_threshold,
+    .sendmsg = mz_sendmsg,
+    .poll = mz_poll,
+};
