@@ -266,6 +266,7 @@ struct zc_ctx {
 	u32 nr_blocks;
 	struct zc_slot *slots;
 	struct zcopy_status *status;	/* vmalloc, mapped read-only */
+	u64 *done;			/* status->done[] (ABI 1.1) */
 	unsigned long status_npages;
 	struct zc_user *user;
 	unsigned long charged;
@@ -558,7 +559,8 @@ static long zc_ioc_info(struct zc_ctx *ctx, void __user *arg)
 	memset(&info, 0, sizeof(info));
 	info.abi_version = ZCOPY_ABI_VERSION;
 	info.features = ZCOPY_FEAT_ARENA | ZCOPY_FEAT_SEAL | ZCOPY_FEAT_COW |
-			ZCOPY_FEAT_SEND | ZCOPY_FEAT_STATUS | ZCOPY_FEAT_SEND_ADDR;
+			ZCOPY_FEAT_SEND | ZCOPY_FEAT_STATUS | ZCOPY_FEAT_SEND_ADDR |
+			ZCOPY_FEAT_DONE_RING;
 	info.page_size = PAGE_SIZE;
 	info.iov_max = ZCOPY_IOV_MAX;
 	info.send_max = ZCOPY_SEND_MAX;
@@ -573,7 +575,7 @@ static long zc_ioc_setup(struct zc_ctx *ctx, void __user *arg)
 {
 	struct zcopy_setup su;
 	unsigned int bshift;
-	unsigned long npages, nblocks, ssize;
+	unsigned long npages, nblocks, ssize, doff;
 	struct zc_slot *slots = NULL;
 	struct zcopy_status *st = NULL;
 	struct zc_user *user = NULL;
@@ -593,9 +595,11 @@ static long zc_ioc_setup(struct zc_ctx *ctx, void __user *arg)
 	bshift = su.block_shift - PAGE_SHIFT;
 	npages = su.arena_size >> PAGE_SHIFT;
 	nblocks = (npages + (1UL << bshift) - 1) >> bshift;
-	if (nblocks > (U32_MAX - ZC_STATUS_HDR) / sizeof(u32))
+	if (nblocks > (U32_MAX - ZC_STATUS_HDR - 8) / sizeof(u32))
 		return -EINVAL;
-	ssize = PAGE_ALIGN(ZC_STATUS_HDR + nblocks * sizeof(u32));
+	/* header, block_inflight[], then the done ring (8-byte aligned) */
+	doff = ALIGN(ZC_STATUS_HDR + nblocks * sizeof(u32), 8);
+	ssize = PAGE_ALIGN(doff + ZCOPY_DONE_SLOTS * sizeof(u64));
 
 	mutex_lock(&ctx->setup_lock);
 	ret = -EBUSY;
@@ -614,6 +618,8 @@ static long zc_ioc_setup(struct zc_ctx *ctx, void __user *arg)
 	st->abi_version = ZCOPY_ABI_VERSION;
 	st->block_shift = su.block_shift;
 	st->nr_blocks = (u32)nblocks;
+	st->done_offset = (u32)doff;
+	st->done_slots = ZCOPY_DONE_SLOTS;
 
 	su.arena_offset = ZCOPY_ARENA_OFFSET;
 	su.status_offset = ZCOPY_STATUS_OFFSET;
@@ -628,6 +634,7 @@ static long zc_ioc_setup(struct zc_ctx *ctx, void __user *arg)
 	ctx->nr_blocks = (u32)nblocks;
 	ctx->slots = slots;
 	ctx->status = st;
+	ctx->done = (u64 *)((char *)st + doff);
 	ctx->status_npages = ssize >> PAGE_SHIFT;
 	ctx->user = user;
 	ctx->charged = npages;
@@ -734,6 +741,7 @@ struct zc_send {
 	bool used;			/* an skb completed without copying */
 	bool copied;			/* an skb's frags were copied */
 	bool aborted;			/* never reached sock_sendmsg() */
+	u64 id;				/* send_id, 0 while aborted */
 	unsigned int nzc;		/* entries used in zc[] */
 	unsigned int ncopy;		/* pages in copy[] */
 	struct page **copy;
@@ -792,6 +800,14 @@ static void zc_send_done(struct zc_send *s)
 			zc_stat_add(&st->completions_copied, 1);
 		else
 			zc_stat_add(&st->completions_zerocopy, 1);
+	}
+	if (!s->aborted && s->id) {
+		bool copied = s->nzc && (READ_ONCE(s->copied) || !READ_ONCE(s->used));
+
+		/* after the counters above: a reader that sees the entry
+		 * sees the pages released in block_inflight[] too */
+		smp_store_release(&ctx->done[s->id % ZCOPY_DONE_SLOTS],
+				  ZCOPY_DONE_ENTRY(s->id, copied));
 	}
 	zc_stat_bump(ctx);
 	spin_unlock_irqrestore(&ctx->lock, fl);
@@ -979,7 +995,10 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 		if (g->kind != ZC_SEG_ARENA)
 			continue;
 		slot = &ctx->slots[g->idx];
-		if (!slot->sealed || !slot->page) {
+		/* only sealed pages go by reference; a page someone pinned
+		 * (GUP/DMA, e.g. O_DIRECT into the arena) may be written
+		 * through the pin despite the seal, so it is copied */
+		if (!slot->sealed || !slot->page || page_maybe_dma_pinned(slot->page)) {
 			g->kind = ZC_SEG_COPY;
 			continue;
 		}
@@ -1078,6 +1097,7 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 	s->aborted = false;
 	spin_lock_irqsave(&ctx->lock, fl);
 	sd.send_id = ++ctx->send_seq;
+	s->id = sd.send_id;
 	zc_stat_add(&ctx->status->sends, 1);
 	zc_stat_add(&ctx->status->bytes_zerocopy, zc_bytes);
 	zc_stat_add(&ctx->status->bytes_copied, copy_bytes);
@@ -1168,4 +1188,4 @@ module_exit(zc_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("zcopy: zero-copy send from a protected user arena");
-MODULE_VERSION("1.0");
+MODULE_VERSION("1.1");

@@ -50,7 +50,7 @@
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.
  * A different major is incompatible; a higher minor only adds features. */
 #define ZCOPY_ABI_MAJOR 1
-#define ZCOPY_ABI_MINOR 0
+#define ZCOPY_ABI_MINOR 1
 #define ZCOPY_ABI_VERSION ((ZCOPY_ABI_MAJOR << 16) | ZCOPY_ABI_MINOR)
 
 /* Feature bits reported by ZCOPY_IOC_INFO. */
@@ -60,6 +60,7 @@
 #define ZCOPY_FEAT_SEND		(1ULL << 3)	/* SEND */
 #define ZCOPY_FEAT_STATUS	(1ULL << 4)	/* read-only status mapping */
 #define ZCOPY_FEAT_SEND_ADDR	(1ULL << 5)	/* SEND with a destination address */
+#define ZCOPY_FEAT_DONE_RING	(1ULL << 6)	/* status->done[]: per-send completion (ABI 1.1) */
 
 /* mmap offsets (bytes).  The arena starts at offset 0; the status area
  * at ZCOPY_STATUS_OFFSET.  SETUP returns both. */
@@ -70,6 +71,7 @@
 #define ZCOPY_IOV_MAX		1024		/* iovec entries per SEND */
 #define ZCOPY_SEND_MAX		(16U << 20)	/* bytes per SEND; see SEND */
 #define ZCOPY_BLOCK_SHIFT_MAX	30
+#define ZCOPY_DONE_SLOTS	16384		/* entries of the done ring (ABI 1.1) */
 
 /* ZCOPY_IOC_INFO (out only). */
 struct zcopy_info {
@@ -161,9 +163,24 @@ struct zcopy_status {
 	__u64 pages_inflight;		/* sum of block_inflight[] */
 	__u64 cow_faults;		/* writes that got a fresh page */
 	__u64 unseal_faults;		/* writes that unsealed an idle page */
-	__u64 reserved[20];		/* 0; header is 256 bytes */
+	__u32 done_offset;		/* ABI 1.1: byte offset of done[] in the
+					 * status area (8-byte aligned) */
+	__u32 done_slots;		/* ABI 1.1: its entries, ZCOPY_DONE_SLOTS */
+	__u64 reserved[19];		/* 0; header is 256 bytes */
 	__u32 block_inflight[];		/* nr_blocks entries */
+	/* ABI 1.1, at done_offset: __u64 done[done_slots].  When send `id`
+	 * completes (every page reference it held is released; sends that
+	 * failed before reaching the socket have send_id 0 and no entry),
+	 * done[id % done_slots] = ZCOPY_DONE_ENTRY(id, copied), where copied
+	 * is 1 if the send had arena pages and the kernel copied them anyway.
+	 * An entry is only overwritten by send id + k * done_slots: a reader
+	 * whose sends in flight span fewer than done_slots ids never misses
+	 * a completion.  Read with an acquire load. */
 };
+
+#define ZCOPY_DONE_ENTRY(id, copied)	(((__u64)(id) << 1) | ((copied) ? 1 : 0))
+#define ZCOPY_DONE_ID(entry)		((entry) >> 1)
+#define ZCOPY_DONE_COPIED(entry)	((entry) & 1)
 
 #define ZCOPY_IOC_MAGIC 0xCC
 
