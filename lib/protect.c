@@ -220,9 +220,16 @@ static void handle_write_fault(struct zc_pool *pool, uintptr_t addr)
         uint64_t old = atomic_exchange(&pb->sealed_bits[w], 0);
         atomic_fetch_sub(&pb->sealed, (uint32_t)__builtin_popcountll(old));
     }
-    zc__range_protect(pool, pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, false);
+    /* Lift the protection without waking the writer, publish NONE, then
+     * wake it: once its write completes, the state already says so. */
+    struct uffdio_range range = { .start = (uintptr_t)pb->start,
+                                  .len = (size_t)pb->npages * ZC_PAGE_SIZE };
+    struct uffdio_writeprotect wp = { .range = range, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
+    if (ioctl(pool->prot.uffd, UFFDIO_WRITEPROTECT, &wp))
+        ZC_LOG("unprotect of %p failed: %s", (void *)pb->start, strerror(errno));
     atomic_store(&pb->prot, ZC_PROT_NONE);
     count_protect(pool, pb, -1);
+    ioctl(pool->prot.uffd, UFFDIO_WAKE, &range);
 }
 
 static void *fault_thread(void *arg)

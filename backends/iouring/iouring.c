@@ -590,6 +590,19 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     }
     if (!more)
         req_finish(pool, req);
+    if (res == -ENOBUFS || res == -EOPNOTSUPP) {
+        /* no room to pin (RLIMIT_MEMLOCK, optmem), or a socket without
+         * zero-copy (AF_UNIX): this one goes by copy; the references went
+         * with req, so nothing is left to release */
+        ZC_STAT_ADD(pool, fallbacks, 1);
+        if (res == -EOPNOTSUPP)
+            mark_copying(st, fd);
+        ZC_LOG("io_uring: %s; copying this send", strerror(-res));
+        ssize_t c = sendmsg(fd, msg, flags);
+        if (c > 0)
+            ZC_STAT_ADD(pool, bytes_copied, (uint64_t)c);
+        return c;
+    }
     if (res < 0) {
         errno = -res;
         return -1;

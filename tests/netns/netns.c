@@ -1,5 +1,7 @@
 /* netns.c - see netns.h.  Build: cc -std=c11 -c netns.c (link -lpthread). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "netns.h"
 
 #include <dirent.h>
@@ -511,4 +513,32 @@ void zc_netns_pair_destroy(struct zc_netns_pair *p)
 	IP(ignore, sizeof(ignore), "netns", "del", p->ns_rx);
 	IP(ignore, sizeof(ignore), "netns", "del", p->ns_tx);
 	p->made = 0;
+}
+
+int zc_netns_reap_stale(void)
+{
+	DIR *d = opendir("/run/netns");
+	if (!d)
+		return 0;
+	char names[64][48];
+	int n = 0;
+	struct dirent *de;
+	while (n < 64 && (de = readdir(d))) {
+		unsigned pid, k;
+		char side[4], end;
+		if (sscanf(de->d_name, "zc-%u-%u-%2[rtx]%c", &pid, &k, side, &end) != 3 ||
+		    (strcmp(side, "tx") && strcmp(side, "rx")) || pid == 0)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* its process is alive (or not ours to judge) */
+		snprintf(names[n++], sizeof(names[0]), "%.47s", de->d_name);
+	}
+	closedir(d);
+	int removed = 0;
+	for (int i = 0; i < n; i++) {
+		char ignore[256];
+		if (IP(ignore, sizeof(ignore), "netns", "del", names[i]) == 0)
+			removed++;
+	}
+	return removed;
 }

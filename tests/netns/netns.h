@@ -78,6 +78,11 @@ struct zc_netns_thread {
 int zc_netns_start(struct zc_netns_thread *t, const char *name, int (*fn)(void *), void *arg);
 int zc_netns_join(struct zc_netns_thread *t);
 
+/* Remove namespaces named like ours ("zc-<pid>-<n>-tx"/"-rx") whose process
+ * no longer exists (a test killed before it could clean up).  Returns how
+ * many were removed. */
+int zc_netns_reap_stale(void);
+
 /* Run an argv (argv[0] looked up in PATH) and wait; stderr/stdout go to
  * `out` (first out_len-1 bytes, NUL-terminated) when out is not NULL.
  * Returns the exit status, or -1 if it could not be spawned. */

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Zero-copy backends against the real kernel: sends really go zero-copy on
+ * veth+XDP; loopback is detected and switched to copying; ENOBUFS,
+ * RLIMIT_MEMLOCK and a disabled io_uring fall back or fail visibly; a peer
+ * reset mid-send leaves nothing in flight. Every received byte is checked.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "internal.h"
+#include "netns.h"
+
+static const char *zc_backends[] = { "iouring", "msgzc" };
+#define NBACKENDS (sizeof(zc_backends) / sizeof(zc_backends[0]))
+
+static bool available(const char *name)
+{
+    char why[256];
+    if (zc_backend_probe(name, why, sizeof(why)) != 0) {
+        printf("SKIP %s: %s\n", name, why);
+        return false;
+    }
+    return true;
+}
+
+static struct zc_stats stats_of(zc_pool *pool)
+{
+    struct zc_stats st;
+    assert_int_equal(zc_stats(pool, &st), 0);
+    return st;
+}
+
+/* A sealed, protected object of @size filled from @seed. */
+static char *sealed_object(zc_pool *pool, size_t size, uint64_t seed)
+{
+    char *p = zc_alloc(pool, size);
+    assert_non_null(p);
+    pattern_fill(p, size, seed, 0);
+    assert_int_equal(zc_seal(pool, p), 0);
+    return p;
+}
+
+static void drain(zc_pool *pool)
+{
+    for (int i = 0; i < 2000 && stats_of(pool).in_flight; i++)
+        zc_poll(pool, 5);
+    assert_int_equal(stats_of(pool).in_flight, 0);
+}
+
+/* Loopback delivery copies anyway: the backend sees the kernel say so and
+ * sends by copy from then on. */
+static void loopback_is_detected_and_copied(void **state)
+{
+    (void)state;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        int c, s;
+        tcp_pair(&c, &s);
+        size_t size = 256 << 10;
+        char *obj = sealed_object(pool, size, 7);
+        char *got = malloc(size);
+        uint64_t zc_before_switch = 0;
+        for (int i = 0; i < 40; i++) {
+            assert_int_equal(zc_send(pool, c, obj, size, 0), (ssize_t)size);
+            assert_int_equal(recv_exact(s, got, size, 5000), size);
+            assert_int_equal(pattern_check(got, size, 7, 0), (size_t)-1);
+            zc_poll(pool, 10);
+            if (i == 19)
+                zc_before_switch = stats_of(pool).bytes_zerocopy;
+        }
+        struct zc_stats st = stats_of(pool);
+        printf("%s loopback: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
+               zc_backends[b], (unsigned long long)st.bytes_zerocopy,
+               (unsigned long long)st.bytes_copied, (unsigned long long)st.completions,
+               (unsigned long long)st.completions_copied);
+        assert_true(st.completions_copied >= 1);
+        assert_true(st.bytes_zerocopy > 0);                 /* it tried */
+        assert_int_equal(st.bytes_zerocopy, zc_before_switch); /* then stopped */
+        assert_true(st.bytes_copied >= 20 * size);
+        drain(pool);
+        free(got);
+        close(c);
+        close(s);
+        assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
+/* ---- veth + XDP: the kernel reports the pages were not copied ---- */
+
+struct rx_args {
+    uint16_t port;
+    size_t size, count;
+    uint64_t seed;
+    size_t bad;
+    int ready_fd;
+};
+
+static int receiver(void *arg)
+{
+    struct rx_args *a = arg;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a->port) };
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1))
+        return -1;
+    uint64_t v = 1;
+    if (write(a->ready_fd, &v, sizeof(v)) != sizeof(v))
+        return -1;
+    struct pollfd p = { .fd = l, .events = POLLIN };
+    if (poll(&p, 1, 10000) != 1)
+        return -1;
+    int s = accept(l, NULL, NULL);
+    close(l);
+    char *buf = malloc(a->size);
+    for (size_t i = 0; i < a->count; i++) {
+        if (recv_exact(s, buf, a->size, 10000) != a->size ||
+            pattern_check(buf, a->size, a->seed, 0) != (size_t)-1)
+            a->bad++;
+    }
+    free(buf);
+    close(s);
+    return 0;
+}
+
+static void veth_xdp_sends_are_not_copied(void **state)
+{
+    (void)state;
+    char reason[256];
+    if (zc_netns_check(reason, sizeof(reason)) != ZC_NETNS_OK) {
+        printf("SKIP: %s\n", reason);
+        skip();
+    }
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        struct zc_netns_pair pair;
+        int rc = zc_netns_pair_create(&pair, ZC_NETNS_DEFAULT, -1, reason, sizeof(reason));
+        if (rc == ZC_NETNS_SKIP) {
+            printf("SKIP: %s\n", reason);
+            skip();
+        }
+        assert_int_equal(rc, ZC_NETNS_OK);
+        int saved;
+        assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        int pipefd[2];
+        assert_int_equal(pipe(pipefd), 0);
+        struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11,
+                             .ready_fd = pipefd[1] };
+        struct zc_netns_thread t;
+        assert_int_equal(zc_netns_start(&t, pair.ns_rx, receiver, &a), 0);
+        uint64_t v;
+        assert_int_equal(read(pipefd[0], &v, sizeof(v)), sizeof(v));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a.port) };
+        inet_pton(AF_INET, pair.addr_rx, &sa.sin_addr);
+        assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        char *obj = sealed_object(pool, a.size, a.seed);
+        for (size_t i = 0; i < a.count; i++)
+            assert_int_equal(zc_send(pool, c, obj, a.size, 0), (ssize_t)a.size);
+        assert_int_equal(zc_netns_join(&t), 0);
+        drain(pool);
+        struct zc_stats st = stats_of(pool);
+        printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
+               zc_backends[b], (unsigned long long)st.bytes_zerocopy,
+               (unsigned long long)st.bytes_copied, (unsigned long long)st.completions,
+               (unsigned long long)st.completions_copied);
+        assert_int_equal(a.bad, 0);
+        assert_int_equal(st.bytes_zerocopy, a.size * a.count);
+        assert_true(st.completions > 0);
+        assert_int_equal(st.completions_copied, 0);
+        close(c);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+        assert_int_equal(zc_netns_leave(saved), 0);
+        zc_netns_pair_destroy(&pair);
+    }
+}
+
+/* ---- failures: ENOBUFS, memlock, reset, io_uring disabled ---- */
+
+static int read_sysctl(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return 0;
+}
+
+static int write_sysctl(const char *path, const char *val)
+{
+    int fd = open(path, O_WRONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, val, strlen(val));
+    close(fd);
+    return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+/* optmem_max too small for a zero-copy notification: every MSG_ZEROCOPY
+ * send fails with ENOBUFS, and zcopy sends it by copy instead. */
+static void enobufs_falls_back_to_copy(void **state)
+{
+    (void)state;
+    if (!available("msgzc"))
+        skip();
+    const char *path = "/proc/sys/net/core/optmem_max";
+    char old[64];
+    if (read_sysctl(path, old, sizeof(old)) || write_sysctl(path, "0")) {
+        printf("SKIP: cannot set %s (needs root)\n", path);
+        skip();
+    }
+    zc_pool *pool = test_pool("msgzc", 0, 0);
+    int tx, rx;
+    udp_pair(&tx, &rx);
+    char *obj = sealed_object(pool, 40000, 3);
+    char *got = malloc(65536);
+    int ok = 0;
+    for (int i = 0; i < 50; i++) {
+        ssize_t r = zc_send(pool, tx, obj, 40000, 0);
+        if (r == 40000 && recv(rx, got, 65536, 0) == 40000 &&
+            pattern_check(got, 40000, 3, 0) == (size_t)-1)
+            ok++;
+    }
+    write_sysctl(path, old);
+    struct zc_stats st = stats_of(pool);
+    printf("msgzc ENOBUFS: fallbacks %llu, zero-copy %llu B, copied %llu B\n",
+           (unsigned long long)st.fallbacks, (unsigned long long)st.bytes_zerocopy,
+           (unsigned long long)st.bytes_copied);
+    assert_int_equal(ok, 50);
+    assert_true(st.fallbacks >= 1);
+    assert_int_equal(st.in_flight, 0);
+    free(got);
+    close(tx);
+    close(rx);
+    zc_free(pool, obj);
+    assert_int_equal(zc_pool_destroy(pool), 0);
+}
+
+/* Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK, io_uring cannot
+ * register the arena: sends go unregistered, still zero-copy and correct. */
+static int memlock_child(void)
+{
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d))
+        return 2;
+    d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+    d[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
+    if (syscall(SYS_capset, &h, d))
+        return 3;
+    struct rlimit rl = { 1 << 20, 1 << 20 };
+    if (setrlimit(RLIMIT_MEMLOCK, &rl))
+        return 4;
+    struct zc_pool_config cfg;
+    zc_pool_config_init(&cfg);
+    cfg.backend = "iouring";
+    cfg.flags = ZC_POOL_IGNORE_ENV;
+    cfg.arena_capacity = 64u << 20;
+    zc_pool *pool;
+    if (zc_pool_create(&pool, &cfg))
+        return 5;
+    int sv[2];
+    tcp_pair(&sv[0], &sv[1]);
+    size_t size = 100000;
+    char *obj = zc_alloc(pool, size);
+    pattern_fill(obj, size, 5, 0);
+    zc_seal(pool, obj);
+    char *got = malloc(size);
+    for (int i = 0; i < 10; i++) {
+        if (zc_send(pool, sv[0], obj, size, 0) != (ssize_t)size ||
+            recv_exact(sv[1], got, size, 5000) != size ||
+            pattern_check(got, size, 5, 0) != (size_t)-1)
+            return 7;
+    }
+    for (int i = 0; i < 200 && zc_poll(pool, 5) >= 0; i++) {
+        struct zc_stats st;
+        zc_stats(pool, &st);
+        if (!st.in_flight)
+            break;
+    }
+    struct zc_stats st;
+    zc_stats(pool, &st);
+    printf("iouring without memlock: fallbacks %llu, zero-copy %llu B, in flight %llu\n",
+           (unsigned long long)st.fallbacks, (unsigned long long)st.bytes_zerocopy,
+           (unsigned long long)st.in_flight);
+    if (st.fallbacks < 1 || st.in_flight != 0)
+        return 8;
+    return zc_pool_destroy(pool) == 0 ? 0 : 9;
+}
+
+/* Sockets without zero-copy (AF_UNIX) still get every byte, by copy. */
+static void unix_sockets_are_copied(void **state)
+{
+    (void)state;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        size_t size = 100000;
+        char *obj = sealed_object(pool, size, 4);
+        char *got = malloc(size);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(zc_send(pool, sv[0], obj, size, 0), (ssize_t)size);
+            assert_int_equal(recv_exact(sv[1], got, size, 5000), size);
+            assert_int_equal(pattern_check(got, size, 4, 0), (size_t)-1);
+        }
+        assert_int_equal(stats_of(pool).bytes_copied, 5 * size);
+        drain(pool);
+        free(got);
+        close(sv[0]);
+        close(sv[1]);
+        zc_free(pool, obj);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
+static int run_child(const char *mode)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(self, self, mode, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void memlock_refusal_falls_back_visibly(void **state)
+{
+    (void)state;
+    if (!available("iouring"))
+        skip();
+    assert_int_equal(run_child("--memlock-child"), 0);
+}
+
+/* io_uring switched off by the administrator: asked for by name, the pool
+ * fails clearly; auto moves on, visibly. */
+static int disabled_child(void)
+{
+    char why[256];
+    int rc = zc_backend_probe("iouring", why, sizeof(why));
+    printf("iouring probe with io_uring_disabled=2: %d (%s)\n", rc, why);
+    if (rc == 0 || !strstr(why, "io_uring_disabled"))
+        return 2;
+    struct zc_pool_config cfg;
+    zc_pool_config_init(&cfg);
+    cfg.backend = "iouring";
+    cfg.flags = ZC_POOL_IGNORE_ENV;
+    zc_pool *pool;
+    if (zc_pool_create(&pool, &cfg) != -ENOTSUP)
+        return 3;
+    cfg.backend = "auto";
+    if (zc_pool_create(&pool, &cfg))
+        return 4;
+    printf("auto chose %s\n", zc_backend_name(pool));
+    rc = strcmp(zc_backend_name(pool), "iouring") == 0 ? 5 : 0;
+    zc_pool_destroy(pool);
+    return rc;
+}
+
+static void disabled_io_uring_fails_clearly(void **state)
+{
+    (void)state;
+    const char *path = "/proc/sys/kernel/io_uring_disabled";
+    char old[16];
+    if (read_sysctl(path, old, sizeof(old)) || write_sysctl(path, "2")) {
+        printf("SKIP: cannot set %s (needs root and kernel 6.6+)\n", path);
+        skip();
+    }
+    int rc = run_child("--disabled-child");
+    write_sysctl(path, old);
+    assert_int_equal(rc, 0);
+}
+
+/* The peer resets the connection while large zero-copy sends are queued:
+ * the sender gets an error, never a crash, and every send completes. */
+static void peer_reset_mid_send(void **state)
+{
+    (void)state;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        int c, s;
+        tcp_pair(&c, &s);
+        char *obj = sealed_object(pool, 1 << 20, 9);
+        set_nonblocking(c);
+        ssize_t r = 0;
+        int sent = 0;
+        for (int i = 0; i < 50 && r >= 0; i++) {
+            r = zc_send(pool, c, obj, 1 << 20, MSG_NOSIGNAL);
+            if (r > 0)
+                sent++;
+            if (i == 3) {
+                struct linger lg = { 1, 0 };
+                setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+                close(s); /* RST with data unread */
+            }
+            if (r < 0 && errno == EAGAIN) {
+                struct pollfd p = { .fd = c, .events = POLLOUT };
+                poll(&p, 1, 100);
+                r = 0;
+            }
+        }
+        assert_int_equal(r, -1);
+        assert_true(errno == ECONNRESET || errno == EPIPE);
+        assert_true(sent >= 1);
+        close(c);
+        drain(pool);
+        assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--memlock-child") == 0)
+        return memlock_child();
+    if (argc > 1 && strcmp(argv[1], "--disabled-child") == 0)
+        return disabled_child();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(loopback_is_detected_and_copied),
+        cmocka_unit_test(veth_xdp_sends_are_not_copied),
+        cmocka_unit_test(enobufs_falls_back_to_copy),
+        cmocka_unit_test(memlock_refusal_falls_back_visibly),
+        cmocka_unit_test(disabled_io_uring_fails_clearly),
+        cmocka_unit_test(peer_reset_mid_send),
+        cmocka_unit_test(unix_sockets_are_copied),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
