@@ -118,9 +118,11 @@ int zc__range_protect(struct zc_pool *pool, void *addr, size_t len, bool on)
     return 0;
 }
 
-static void count_protect(struct zc_pool *pool, struct zc_pageblock *pb, int delta)
+/* @large is read before the state is published: after that the record may
+ * be freed and reused by another thread. */
+static void count_protect(struct zc_pool *pool, bool large, int delta)
 {
-    if (pb->class_idx == ZC_NUM_CLASSES)
+    if (large)
         ZC_STAT_ADD(pool, large_protected, delta);
     else
         ZC_STAT_ADD(pool, pageblocks_protected, delta);
@@ -143,8 +145,9 @@ int zc__pb_protect(struct zc_pool *pool, struct zc_pageblock *pb)
         return rc;
     }
     /* Only now may sends treat it as protected. */
+    bool large = pb->class_idx == ZC_NUM_CLASSES;
     atomic_store(&pb->prot, ZC_PROT_ON);
-    count_protect(pool, pb, 1);
+    count_protect(pool, large, 1);
     return 0;
 }
 
@@ -163,8 +166,9 @@ int zc__pb_try_unprotect(struct zc_pool *pool, struct zc_pageblock *pb)
         atomic_store(&pb->prot, ZC_PROT_ON);
         return rc;
     }
+    bool large = pb->class_idx == ZC_NUM_CLASSES;
     atomic_store(&pb->prot, ZC_PROT_NONE);
-    count_protect(pool, pb, -1);
+    count_protect(pool, large, -1);
     return 0;
 }
 
@@ -227,8 +231,9 @@ static void handle_write_fault(struct zc_pool *pool, uintptr_t addr)
     struct uffdio_writeprotect wp = { .range = range, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE };
     if (ioctl(pool->prot.uffd, UFFDIO_WRITEPROTECT, &wp))
         ZC_LOG("unprotect of %p failed: %s", (void *)pb->start, strerror(errno));
+    bool large = pb->class_idx == ZC_NUM_CLASSES;
     atomic_store(&pb->prot, ZC_PROT_NONE);
-    count_protect(pool, pb, -1);
+    count_protect(pool, large, -1);
     ioctl(pool->prot.uffd, UFFDIO_WAKE, &range);
 }
 

@@ -54,6 +54,13 @@ void zc__parts_release(struct zc_pool *pool, struct zc_part *parts, size_t npart
     }
 }
 
+static size_t send_threshold(struct zc_pool *pool, int fd)
+{
+    if (pool->copy_threshold)
+        return pool->copy_threshold;
+    return pool->ops->copy_threshold ? pool->ops->copy_threshold(pool, fd) : 1;
+}
+
 ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int flags)
 {
     if (!pool || !msg || (msg->msg_iovlen && !msg->msg_iov)) {
@@ -75,9 +82,7 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
         }
     }
     bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
-    size_t threshold = pool->copy_threshold;
-    if (zerocopy && !threshold)
-        threshold = pool->ops->copy_threshold ? pool->ops->copy_threshold(pool, fd) : 1;
+    size_t threshold = zerocopy ? send_threshold(pool, fd) : 0;
     for (size_t i = 0; i < n; i++) {
         const struct iovec *iov = &msg->msg_iov[i];
         parts[i].base = iov->iov_base;
@@ -99,6 +104,21 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
 
 ZC_API ssize_t zc_send(zc_pool *pool, int fd, const void *buf, size_t len, int flags)
 {
+    if (!pool) {
+        errno = EINVAL;
+        return -1;
+    }
+    /* What will be copied anyway goes through send(2), cheaper than
+     * sendmsg(2) for one buffer. */
+    if (!(pool->ops->caps & ZC_BE_ZEROCOPY) || len < send_threshold(pool, fd) ||
+        !zc__lookup(pool, buf)) {
+        ssize_t r = send(fd, buf, len, flags);
+        if (r > 0) {
+            ZC_STAT_ADD(pool, sends, 1);
+            ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
+        }
+        return r;
+    }
     struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
     return zc_sendmsg(pool, fd, &msg, flags);

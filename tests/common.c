@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -14,6 +15,18 @@
 
 zc_pool *test_pool(const char *backend, uint32_t flags, size_t arena)
 {
+    /* A NULL backend follows ZC_TEST_BACKEND. ZC_TEST_POOL_BACKEND (the VM
+     * stage sets it) also moves the pools the allocator tests ask on "copy"
+     * without ZC_POOL_PROTECT onto that backend: their arena then comes from
+     * it (kmod: /dev/zcopy). Pools with ZC_POOL_PROTECT stay on copy: those
+     * tests check the userfaultfd protection semantics. */
+    const char *env = getenv("ZC_TEST_BACKEND");
+    if (!backend && env && *env)
+        backend = env;
+    env = getenv("ZC_TEST_POOL_BACKEND");
+    if (env && *env &&
+        (!backend || (strcmp(backend, "copy") == 0 && !(flags & ZC_POOL_PROTECT))))
+        backend = env;
     struct zc_pool_config cfg;
     zc_pool_config_init(&cfg);
     cfg.backend = backend;

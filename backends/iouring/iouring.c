@@ -41,15 +41,21 @@ struct zc_clone_buffers {
 #define ZC_IOU_SEG_MIN ((size_t)2 << 20)
 #define ZC_IOU_MAX_BUFS 16384
 #define ZC_IOU_FD_CACHE 65536
-#define ZC_IOU_COPY_STREAK 1024 /* sends by copy before zero-copy is tried again */
+#define ZC_IOU_COPY_STREAK 64 /* sends by copy before zero-copy is tried again */
 #define ZC_IOU_THRESHOLD ((size_t)16 << 10)
 
 /* One send request; lives until its notification (or its result, when the
  * kernel says no notification follows). */
+/* Copied parts of a message, shared by the requests that send it. */
+struct iou_bounce {
+    _Atomic unsigned refs;
+    uint8_t data[];
+};
+
 struct iou_req {
     int fd;
     size_t bytes;
-    void *bounce;
+    struct iou_bounce *bounce;
     uint32_t npb;
     struct zc_pageblock *pb[];
 };
@@ -78,6 +84,7 @@ struct iou_pool {
     _Atomic uint64_t reg_gen;
     pthread_mutex_t master_lock;
     _Atomic uint16_t fd_copy[ZC_IOU_FD_CACHE];
+    _Atomic uint16_t fd_hist[ZC_IOU_FD_CACHE]; /* recent large notifications */
 };
 
 /* ---- probe, once per process ---- */
@@ -146,8 +153,24 @@ static void req_finish(struct zc_pool *pool, struct iou_req *req)
 {
     for (uint32_t i = 0; i < req->npb; i++)
         zc__inflight_drop(pool, req->pb[i]);
-    free(req->bounce);
+    if (req->bounce && atomic_fetch_sub(&req->bounce->refs, 1) == 1)
+        free(req->bounce);
     free(req);
+}
+
+/* Another request for the same message: its own references. */
+static struct iou_req *req_again(struct zc_pool *pool, const struct iou_req *req)
+{
+    size_t sz = sizeof(*req) + req->npb * sizeof(req->pb[0]);
+    struct iou_req *again = malloc(sz);
+    if (!again)
+        return NULL;
+    memcpy(again, req, sz);
+    for (uint32_t i = 0; i < again->npb; i++)
+        zc__inflight_get(pool, again->pb[i]);
+    if (again->bounce)
+        atomic_fetch_add(&again->bounce->refs, 1);
+    return again;
 }
 
 static void mark_copying(struct iou_pool *st, int fd)
@@ -156,21 +179,40 @@ static void mark_copying(struct iou_pool *st, int fd)
         atomic_store_explicit(&st->fd_copy[fd], ZC_IOU_COPY_STREAK, memory_order_relaxed);
 }
 
+/* Note whether a large send of @fd was copied by the kernel; true when most
+ * of the recent ones were, which is when copying ourselves is cheaper. A
+ * single "copied" is not enough: TCP flags some notifications copied (a
+ * retransmitted clone, say) on paths that are zero-copy otherwise. */
+static bool copies_mostly(struct iou_pool *st, int fd, bool copied)
+{
+    if (fd < 0 || fd >= ZC_IOU_FD_CACHE)
+        return copied;
+    uint16_t h = atomic_load_explicit(&st->fd_hist[fd], memory_order_relaxed);
+    unsigned samples = (h >> 8) + 1 > 8 ? 8 : (h >> 8) + 1;
+    unsigned bits = ((h << 1) | copied) & 0xffu & ((1u << samples) - 1);
+    bool mostly = samples >= 4 && 4 * (unsigned)__builtin_popcount(bits) >= 3 * samples;
+    /* the history stays: one more copied send is enough after a streak
+     * (and a new socket behind a reused descriptor corrects it quickly) */
+    atomic_store_explicit(&st->fd_hist[fd], (uint16_t)(samples << 8 | bits), memory_order_relaxed);
+    return mostly;
+}
+
 /* A CQE that is not the result the caller waits for: a notification. */
 static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uring_cqe *cqe)
 {
     struct iou_pool *st = pool->backend;
     struct iou_req *req = io_uring_cqe_get_data(cqe);
     ZC_STAT_ADD(pool, completions, 1);
-    if (have_report_usage && ((uint32_t)cqe->res & ZC_NOTIF_USAGE_ZC_COPIED)) {
+    bool copied = have_report_usage && ((uint32_t)cqe->res & ZC_NOTIF_USAGE_ZC_COPIED);
+    if (copied)
         ZC_STAT_ADD(pool, completions_copied, 1);
-        /* small TCP sends share notifications and are flagged loosely:
-         * switch the socket to copying on large sends only */
-        if (req->bytes >= ((size_t)32 << 10)) {
-            mark_copying(st, req->fd);
-            ZC_LOG("socket %d: the kernel copied a %zu-byte zero-copy send; copying from now on",
-                   req->fd, req->bytes);
-        }
+    /* small TCP sends share notifications and are flagged loosely: judge a
+     * socket by its large sends only */
+    if (have_report_usage && req->bytes >= ZC_IOU_THRESHOLD &&
+        copies_mostly(st, req->fd, copied)) {
+        mark_copying(st, req->fd);
+        ZC_LOG("socket %d: the kernel copied most large zero-copy sends; copying from now on",
+               req->fd);
     }
     atomic_fetch_sub(&r->pending, 1);
     req_finish(pool, req);
@@ -446,6 +488,91 @@ static size_t zerocopy_share(const struct zc_part *parts, size_t nparts, size_t 
     return zc;
 }
 
+/* What a request sends: one part (SEND_ZC, fixed if it can) or a whole
+ * message (SENDMSG_ZC). */
+struct iou_msg {
+    const struct msghdr *msg; /* iovecs point at pool data or the bounce buffer */
+    size_t total;
+    bool single;
+};
+
+/* Submit one request and wait for its result; ring lock held. Returns the
+ * result; *more says whether a notification follows (then the ring owns
+ * req until it comes). A send interrupted before its first byte (task work
+ * of this thread's other requests) is submitted again, as send(2) would
+ * have kept waiting. */
+static int submit_wait(struct zc_pool *pool, struct iou_ring *r, struct iou_req **reqp,
+                       const struct iou_msg *im, int fd, int sflags, bool *more)
+{
+    struct iou_pool *st = pool->backend;
+    struct iou_req *req = *reqp;
+    const struct msghdr *m = im->msg;
+    for (unsigned attempt = 0;; attempt++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+        if (!sqe) {
+            io_uring_submit(&r->ring);
+            sqe = io_uring_get_sqe(&r->ring);
+        }
+        if (im->single) {
+            const uint8_t *base = m->msg_iov[0].iov_base;
+            size_t len = im->total;
+            size_t off = (size_t)(base - pool->arena);
+            size_t seg = off / st->seg_size;
+            bool fixed = false;
+            if (r->fixed && seg == (off + len - 1) / st->seg_size && st->seg_registered[seg]) {
+                if (r->clone_gen != atomic_load(&st->reg_gen) && clone_into(st, r)) {
+                    ZC_LOG("io_uring: re-cloning the fixed buffers failed: unregistered sends here");
+                    r->fixed = false;
+                }
+                fixed = r->fixed;
+            }
+            if (fixed)
+                io_uring_prep_send_zc_fixed(sqe, fd, base, len, sflags, 0, (unsigned)seg);
+            else
+                io_uring_prep_send_zc(sqe, fd, base, len, sflags, 0);
+        } else {
+            io_uring_prep_sendmsg_zc(sqe, fd, m, (unsigned)sflags);
+        }
+        if (have_report_usage)
+            sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
+        io_uring_sqe_set_data(sqe, req);
+        bool got = false;
+        int res = 0;
+        *more = false;
+        int rc = io_uring_submit_and_wait(&r->ring, 1);
+        while (rc >= 0 && !got) {
+            struct io_uring_cqe *cqe;
+            rc = io_uring_wait_cqe(&r->ring, &cqe);
+            if (rc == -EINTR) {
+                rc = 0;
+                continue;
+            }
+            if (rc < 0)
+                break;
+            if (io_uring_cqe_get_data(cqe) == req && !(cqe->flags & IORING_CQE_F_NOTIF)) {
+                res = cqe->res;
+                *more = cqe->flags & IORING_CQE_F_MORE;
+                got = true;
+                if (*more)
+                    atomic_fetch_add(&r->pending, 1);
+            } else {
+                handle_notif(pool, r, cqe);
+            }
+            io_uring_cqe_seen(&r->ring, cqe);
+        }
+        if (!got)
+            return rc < 0 ? rc : -EIO;
+        if (res != -EINTR || (sflags & MSG_DONTWAIT) || attempt == 16)
+            return res;
+        if (*more) {
+            struct iou_req *again = req_again(pool, req);
+            if (!again)
+                return res;
+            *reqp = req = again;
+        }
+    }
+}
+
 static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
                            struct zc_part *parts, size_t nparts, int flags)
 {
@@ -469,17 +596,12 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
             return send_copy(pool, fd, msg, parts, nparts, flags);
         }
     }
-    int fl = fcntl(fd, F_GETFL);
-    struct iou_ring *r = fl < 0 ? NULL : ring_get(pool);
+    struct iou_ring *r = ring_get(pool);
     struct iou_req *req = r ? malloc(sizeof(*req) + npb * sizeof(req->pb[0])) : NULL;
     if (!req) {
-        if (r)
-            ZC_STAT_ADD(pool, fallbacks, 1);
-        return send_copy(pool, fd, msg, parts, nparts, flags); /* EBADF etc. from sendmsg */
+        ZC_STAT_ADD(pool, fallbacks, 1);
+        return send_copy(pool, fd, msg, parts, nparts, flags);
     }
-    /* send(2) semantics on a ring: io_uring ignores O_NONBLOCK and may
-     * stop short on a blocking stream socket unless told otherwise */
-    int sflags = flags | ((fl & O_NONBLOCK) || (flags & MSG_DONTWAIT) ? MSG_DONTWAIT : MSG_WAITALL);
     req->fd = fd;
     req->bytes = total;
     req->bounce = NULL;
@@ -487,13 +609,15 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     struct iovec stack_iov[16];
     struct iovec *iov = stack_iov;
     struct msghdr m = *msg;
-    bool single = nparts == 1 && !msg->msg_name && !msg->msg_controllen;
-    if (!single) {
-        /* Copied parts go from a bounce buffer the request owns: the
+    struct iou_msg im = { .msg = msg, .total = total,
+                          .single = nparts == 1 && !msg->msg_name && !msg->msg_controllen };
+    if (!im.single) {
+        /* Copied parts go from a bounce buffer the requests own: the
          * kernel may reference every part until the notification. */
         if (nparts > 16)
             iov = malloc(nparts * sizeof(*iov));
-        req->bounce = copied_len ? malloc(copied_len) : NULL;
+        if (copied_len)
+            req->bounce = malloc(sizeof(*req->bounce) + copied_len);
         if (!iov || (copied_len && !req->bounce)) {
             free(req->bounce);
             free(req);
@@ -502,7 +626,9 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
             ZC_STAT_ADD(pool, fallbacks, 1);
             return send_copy(pool, fd, msg, parts, nparts, flags);
         }
-        uint8_t *b = req->bounce;
+        uint8_t *b = req->bounce ? req->bounce->data : NULL;
+        if (req->bounce)
+            atomic_init(&req->bounce->refs, 1);
         for (size_t i = 0; i < nparts; i++) {
             iov[i].iov_len = parts[i].len;
             if (parts[i].pb) {
@@ -515,85 +641,39 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         }
         m.msg_iov = iov;
         m.msg_iovlen = nparts;
+        im.msg = &m;
     }
     for (size_t i = 0; i < nparts; i++)
         if (parts[i].pb)
             req->pb[req->npb++] = parts[i].pb; /* the references move to req */
 
+    /* send(2) semantics on a ring: io_uring ignores O_NONBLOCK (so ask the
+     * socket), and on a blocking stream socket it stops short where
+     * send(2) would wait, unless told MSG_WAITALL (ignored by UDP). */
+    int fl = (flags & MSG_DONTWAIT) ? O_NONBLOCK : fcntl(fd, F_GETFL);
+    int sflags = flags | (fl < 0 || (fl & O_NONBLOCK) ? MSG_DONTWAIT : MSG_WAITALL);
+    bool more;
     pthread_mutex_lock(&r->lock);
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-    if (!sqe) {
-        io_uring_submit(&r->ring);
-        sqe = io_uring_get_sqe(&r->ring);
-    }
-    bool fixed = false;
-    if (single) {
-        const uint8_t *base = parts[0].base;
-        size_t off = (size_t)(base - pool->arena);
-        size_t seg = off / st->seg_size;
-        if (r->fixed && seg == (off + total - 1) / st->seg_size && st->seg_registered[seg]) {
-            if (r->clone_gen != atomic_load(&st->reg_gen) && clone_into(st, r)) {
-                ZC_LOG("io_uring: re-cloning the fixed buffers failed: unregistered sends here");
-                r->fixed = false;
-            }
-            fixed = r->fixed;
-        }
-        if (fixed)
-            io_uring_prep_send_zc_fixed(sqe, fd, base, total, sflags, 0, (unsigned)seg);
-        else
-            io_uring_prep_send_zc(sqe, fd, base, total, sflags, 0);
-    } else {
-        io_uring_prep_sendmsg_zc(sqe, fd, &m, (unsigned)sflags);
-    }
-    if (have_report_usage)
-        sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
-    io_uring_sqe_set_data(sqe, req);
-    int res = 0;
-    bool more = false, got = false;
-    int rc = io_uring_submit(&r->ring);
-    while (rc >= 0 && !got) {
-        struct io_uring_cqe *cqe;
-        rc = io_uring_wait_cqe(&r->ring, &cqe);
-        if (rc == -EINTR) {
-            rc = 0;
-            continue;
-        }
-        if (rc < 0)
-            break;
-        if (io_uring_cqe_get_data(cqe) == req && !(cqe->flags & IORING_CQE_F_NOTIF)) {
-            res = cqe->res;
-            more = cqe->flags & IORING_CQE_F_MORE;
-            got = true;
-            if (more)
-                atomic_fetch_add(&r->pending, 1);
-        } else {
-            handle_notif(pool, r, cqe);
-        }
-        io_uring_cqe_seen(&r->ring, cqe);
-    }
+    int res = submit_wait(pool, r, &req, &im, fd, sflags, &more);
+    ssize_t sent = res > 0 ? res : 0;
     pthread_mutex_unlock(&r->lock);
     if (iov != stack_iov)
         free(iov);
-    if (!got) {
-        /* the ring failed us; the request is lost to it only if never
-         * submitted, which is what rc < 0 from submit means */
-        req_finish(pool, req);
-        errno = -rc;
-        return -1;
-    }
-    if (res >= 0) {
-        size_t zparts;
-        size_t zbytes = zerocopy_share(parts, nparts, (size_t)res, &zparts);
-        ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)res - zbytes);
-        ZC_STAT_ADD(pool, zerocopy_parts, zparts);
-    }
     if (!more)
         req_finish(pool, req);
-    if (res == -ENOBUFS || res == -EOPNOTSUPP) {
-        /* no room to pin (RLIMIT_MEMLOCK, optmem), or a socket without
-         * zero-copy (AF_UNIX): this one goes by copy; the references went
-         * with req, so nothing is left to release */
+    if (sent > 0) {
+        size_t zparts;
+        size_t zbytes = zerocopy_share(parts, nparts, (size_t)sent, &zparts);
+        ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)sent - zbytes);
+        ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+        return sent;
+    }
+    if (res == -ENOBUFS || res == -EOPNOTSUPP || res == -EMSGSIZE) {
+        /* no room to pin (RLIMIT_MEMLOCK, optmem), a socket without
+         * zero-copy (AF_UNIX), or a datagram over more pages than an skb
+         * holds: this one goes by copy (a datagram really too large gets
+         * EMSGSIZE from that too); the references went with req */
         ZC_STAT_ADD(pool, fallbacks, 1);
         if (res == -EOPNOTSUPP)
             mark_copying(st, fd);
@@ -603,11 +683,8 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
             ZC_STAT_ADD(pool, bytes_copied, (uint64_t)c);
         return c;
     }
-    if (res < 0) {
-        errno = -res;
-        return -1;
-    }
-    return res;
+    errno = -res;
+    return -1;
 }
 
 const struct zc_backend_ops zc_backend_iouring = {

@@ -43,7 +43,7 @@
 #endif
 
 #define MZ_THRESHOLD ((size_t)16 << 10)
-#define MZ_COPY_STREAK 1024
+#define MZ_COPY_STREAK 64
 
 struct mz_req {
     struct mz_req *next;
@@ -60,18 +60,42 @@ struct mz_sock {
     int dupfd;             /* held while requests are due */
     uint32_t next_id;      /* the kernel's next zero-copy id on this socket */
     unsigned copy_streak;  /* sends left by copy before zero-copy is retried */
+    unsigned hist;         /* recent large sends: bit set if copied */
+    unsigned outstanding;  /* requests due */
+    unsigned samples;
     struct mz_req *head, *tail; /* due, in id order */
     pthread_mutex_t lock;
 };
 
-/* Idle sockets remembered only to keep copying: at most this many. */
-#define MZ_MAX_IDLE 256
+/* Sockets are remembered while idle too: the kernel's id count goes on.
+ * Past MZ_MAX_SOCKS, idle ones leave the table but their next id stays in
+ * a direct-mapped table of MZ_GRAVES (completions may come out of order,
+ * so the count cannot be learnt back from them). */
+#define MZ_MAX_SOCKS 4096
+#define MZ_BUCKETS 256
+#define MZ_GRAVES 65536
+
+struct mz_grave {
+    uint64_t cookie;
+    uint32_t next_id;
+};
 
 struct mz_pool {
-    pthread_mutex_t lock; /* the socket list */
-    struct mz_sock *socks;
+    pthread_mutex_t lock; /* the socket table */
+    struct mz_sock *buckets[MZ_BUCKETS];
     unsigned nsocks;
+    struct mz_grave *graves; /* made at the first eviction */
 };
+
+static unsigned bucket_of(uint64_t cookie)
+{
+    return (unsigned)((cookie * 0x9E3779B97F4A7C15ull) >> 56) % MZ_BUCKETS;
+}
+
+static unsigned grave_of(uint64_t cookie)
+{
+    return (unsigned)((cookie * 0x9E3779B97F4A7C15ull) >> 48) % MZ_GRAVES;
+}
 
 static int mz_probe(char *why, size_t why_len)
 {
@@ -118,6 +142,17 @@ static void req_finish(struct zc_pool *pool, struct mz_req *req)
     free(req);
 }
 
+/* True when most recent large sends of @s were copied by the kernel (a
+ * single copied one can be a retransmitted clone on a zero-copy path). */
+static bool note_large(struct mz_sock *s, bool copied)
+{
+    if (s->samples < 8)
+        s->samples++;
+    s->hist = ((s->hist << 1) | copied) & ((1u << s->samples) - 1);
+    /* the history stays: after a streak, one more copied send is enough */
+    return s->samples >= 4 && 4 * (unsigned)__builtin_popcount(s->hist) >= 3 * s->samples;
+}
+
 /* Read the error queue; complete the requests it names. Socket lock held. */
 static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
 {
@@ -146,14 +181,14 @@ static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
                     if (s->tail == r)
                         s->tail = prev;
                     ZC_STAT_ADD(pool, completions, 1);
-                    if (copied) {
+                    s->outstanding--;
+                    if (copied)
                         ZC_STAT_ADD(pool, completions_copied, 1);
-                        if (r->bytes >= ((size_t)32 << 10) && !s->copy_streak) {
-                            s->copy_streak = MZ_COPY_STREAK;
-                            ZC_LOG("socket cookie %llu: the kernel copied a zero-copy send; "
-                                   "copying from now on",
-                                   (unsigned long long)s->cookie);
-                        }
+                    if (r->bytes >= MZ_THRESHOLD && note_large(s, copied)) {
+                        s->copy_streak = MZ_COPY_STREAK;
+                        ZC_LOG("socket cookie %llu: the kernel copied most large zero-copy "
+                               "sends; copying from now on",
+                               (unsigned long long)s->cookie);
                     }
                     req_finish(pool, r);
                     n++;
@@ -176,29 +211,40 @@ static int mz_poll(struct zc_pool *pool, int timeout_ms)
         int n = 0;
         bool due = false;
         pthread_mutex_lock(&st->lock);
-        struct mz_sock **link = &st->socks;
-        while (*link) {
-            struct mz_sock *s = *link;
-            if (pthread_mutex_trylock(&s->lock) == 0) {
-                n += reap_sock(pool, s);
-                bool idle = !s->head;
-                if (idle && s->dupfd >= 0) {
-                    close(s->dupfd); /* the application's close may now finish */
-                    s->dupfd = -1;
+        for (unsigned b = 0; b < MZ_BUCKETS; b++) {
+            struct mz_sock **link = &st->buckets[b];
+            while (*link) {
+                struct mz_sock *s = *link;
+                if (pthread_mutex_trylock(&s->lock) == 0) {
+                    n += reap_sock(pool, s);
+                    bool idle = !s->head;
+                    if (idle && s->dupfd >= 0) {
+                        close(s->dupfd); /* the application's close may now finish */
+                        s->dupfd = -1;
+                    }
+                    pthread_mutex_unlock(&s->lock);
+                    if (idle && st->nsocks > MZ_MAX_SOCKS) {
+                        if (!st->graves)
+                            st->graves = calloc(MZ_GRAVES, sizeof(*st->graves));
+                        if (!st->graves) {
+                            link = &s->next;
+                            continue;
+                        }
+                        struct mz_grave *g = &st->graves[grave_of(s->cookie)];
+                        g->cookie = s->cookie;
+                        g->next_id = s->next_id;
+                        *link = s->next;
+                        st->nsocks--;
+                        pthread_mutex_destroy(&s->lock);
+                        free(s);
+                        continue;
+                    }
+                    due |= !idle;
+                } else {
+                    due = true;
                 }
-                pthread_mutex_unlock(&s->lock);
-                if (idle && (s->copy_streak == 0 || st->nsocks > MZ_MAX_IDLE)) {
-                    *link = s->next;
-                    st->nsocks--;
-                    pthread_mutex_destroy(&s->lock);
-                    free(s);
-                    continue;
-                }
-                due |= !idle;
-            } else {
-                due = true;
+                link = &s->next;
             }
-            link = &s->next;
         }
         pthread_mutex_unlock(&st->lock);
         if (n || !due || timeout_ms == 0)
@@ -218,22 +264,25 @@ static void mz_fini(struct zc_pool *pool)
     struct mz_pool *st = pool->backend;
     if (!st)
         return;
-    struct mz_sock *s = st->socks;
-    while (s) {
-        struct mz_sock *next = s->next;
-        reap_sock(pool, s);
-        while (s->head) { /* never completed: the pool is going anyway */
-            struct mz_req *r = s->head;
-            s->head = r->next;
-            req_finish(pool, r);
+    for (unsigned b = 0; b < MZ_BUCKETS; b++) {
+        struct mz_sock *s = st->buckets[b];
+        while (s) {
+            struct mz_sock *next = s->next;
+            reap_sock(pool, s);
+            while (s->head) { /* never completed: the pool is going anyway */
+                struct mz_req *r = s->head;
+                s->head = r->next;
+                req_finish(pool, r);
+            }
+            if (s->dupfd >= 0)
+                close(s->dupfd);
+            pthread_mutex_destroy(&s->lock);
+            free(s);
+            s = next;
         }
-        if (s->dupfd >= 0)
-            close(s->dupfd);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-        s = next;
     }
     pthread_mutex_destroy(&st->lock);
+    free(st->graves);
     free(st);
     pool->backend = NULL;
 }
@@ -247,7 +296,8 @@ static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
         return NULL;
     pthread_mutex_lock(&st->lock);
-    struct mz_sock *s = st->socks;
+    unsigned b = bucket_of(cookie);
+    struct mz_sock *s = st->buckets[b];
     while (s && s->cookie != cookie)
         s = s->next;
     if (!s) {
@@ -260,9 +310,12 @@ static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
         }
         s->cookie = cookie;
         s->dupfd = -1;
+        struct mz_grave *g = st->graves ? &st->graves[grave_of(cookie)] : NULL;
+        if (g && g->cookie == cookie) /* seen before: its count went on */
+            s->next_id = g->next_id;
         pthread_mutex_init(&s->lock, NULL);
-        s->next = st->socks;
-        st->socks = s;
+        s->next = st->buckets[b];
+        st->buckets[b] = s;
         st->nsocks++;
     }
     pthread_mutex_lock(&s->lock);
@@ -297,7 +350,10 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     struct mz_sock *s = sock_get(pool, fd);
     if (!s)
         return send_copy(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
-    reap_sock(pool, s);
+    /* reading the error queue costs a system call: only once a few are
+     * due (optmem limits how many may be) */
+    if (s->outstanding >= 16)
+        reap_sock(pool, s);
     if (s->copy_streak) {
         s->copy_streak--;
         pthread_mutex_unlock(&s->lock);
@@ -337,13 +393,15 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     int err = errno;
     if (iov != stack_iov)
         free(iov);
-    if (r < 0 && err == ENOBUFS) {
-        /* optmem or memlock exhausted: this one goes by copy */
+    if (r < 0 && (err == ENOBUFS || err == EMSGSIZE)) {
+        /* optmem or memlock exhausted, or a datagram spread over more
+         * pages than an skb holds: this one goes by copy (a datagram that
+         * is really too large gets EMSGSIZE from that too) */
         pthread_mutex_unlock(&s->lock);
         free(bounce);
         free(req);
         ZC_STAT_ADD(pool, fallbacks, 1);
-        ZC_LOG("MSG_ZEROCOPY: ENOBUFS; copying this send");
+        ZC_LOG("MSG_ZEROCOPY: %s; copying this send", strerror(err));
         return send_copy(pool, fd, msg, parts, nparts, flags);
     }
     if (r <= 0) {
@@ -368,6 +426,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     else
         s->head = req;
     s->tail = req;
+    s->outstanding++;
     if (s->dupfd < 0) {
         s->dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         if (s->dupfd < 0) { /* out of descriptors: read through the caller's */

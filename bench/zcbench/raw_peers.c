@@ -1,7 +1,9 @@
 /* raw_peers.c - see raw_peers.h.
  * Build: cc -std=c11 -O2 -Wall -Wextra -Werror -c raw_peers.c   (link -luring)
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "raw_peers.h"
 
 #include <errno.h>
@@ -44,6 +46,7 @@ static const char *const names[RP_NMETHODS] = {
 	[RP_URING_ZC_FIXED] = "uring_zc_fixed",
 	[RP_URING_ZC] = "uring_zc",
 	[RP_URING_SEND] = "uring_send",
+	[RP_SENDMSG] = "sendmsg",
 };
 
 const char *rp_method_name(enum rp_method m)
@@ -81,14 +84,21 @@ int rp_sock_init(struct rp_sock *s, int fd)
 /* ------------------------------------------------------------ plain send() */
 
 static int do_plain(struct rp_sock *s, const char *buf, size_t size, unsigned n, uint64_t deadline,
-		    struct rp_stats *st)
+		    int use_sendmsg, struct rp_stats *st)
 {
 	for (unsigned i = 0; i < n; i++) {
 		size_t off = 0;
 		while (off < size) {
 			if ((st->calls & 63) == 0 && ns_of(CLOCK_MONOTONIC) > deadline)
 				return st->err = ETIMEDOUT, -1;
-			ssize_t r = send(s->fd, buf + off, size - off, 0);
+			ssize_t r;
+			if (use_sendmsg) {
+				struct iovec iov = {.iov_base = (void *)(buf + off), .iov_len = size - off};
+				struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+				r = sendmsg(s->fd, &mh, 0);
+			} else {
+				r = send(s->fd, buf + off, size - off, 0);
+			}
 			st->calls++;
 			if (r < 0) {
 				if (errno == EINTR || errno == ENOBUFS || errno == EAGAIN) {
@@ -252,6 +262,7 @@ int rp_available(enum rp_method m, const struct rp_uring *u, const char **why)
 	const char *w = NULL;
 	switch (m) {
 	case RP_PLAIN:
+	case RP_SENDMSG:
 	case RP_MSGZC:
 		break;
 	case RP_URING_SEND:
@@ -566,7 +577,8 @@ int rp_send(enum rp_method m, struct rp_uring *u, struct rp_sock *s, const void 
 	int rc;
 	switch (m) {
 	case RP_PLAIN:
-		rc = do_plain(s, buf, size, n, deadline, st);
+	case RP_SENDMSG:
+		rc = do_plain(s, buf, size, n, deadline, m == RP_SENDMSG, st);
 		break;
 	case RP_MSGZC:
 		rc = do_msgzc(s, buf, size, n, &o, deadline, st);

@@ -8,6 +8,8 @@
  *                      CQEs (IORING_CQE_F_MORE on the result, IORING_CQE_F_NOTIF later)
  *   RP_URING_ZC        io_uring SEND_ZC from a plain buffer (pins pages per send)
  *   RP_URING_SEND      io_uring SEND (copy), the io_uring baseline
+ *   RP_SENDMSG         sendmsg(2) with one iovec, the kernel copies (what a copying
+ *                      zc_send ends in)
  *
  * Each rp_send() sends n messages of `size` bytes from `buf` to a connected socket
  * (TCP: a byte stream, short writes continued; UDP: one datagram each), then
@@ -36,6 +38,7 @@ enum rp_method {
 	RP_URING_ZC_FIXED,
 	RP_URING_ZC,
 	RP_URING_SEND,
+	RP_SENDMSG,
 	RP_NMETHODS
 };
 
@@ -93,7 +96,7 @@ struct rp_stats {
 };
 
 /* Send n messages of size bytes from buf (for RP_URING_ZC_FIXED buf must lie in
- * u->buf[0..len)).  u may be NULL for RP_PLAIN and RP_MSGZC.  Returns 0 if all
+ * u->buf[0..len)).  u may be NULL for RP_PLAIN, RP_SENDMSG and RP_MSGZC.  Returns 0 if all
  * n were sent and every completion came back, else -1 with st->err set. */
 int rp_send(enum rp_method m, struct rp_uring *u, struct rp_sock *s, const void *buf,
 	    size_t size, unsigned n, const struct rp_opts *opts, struct rp_stats *st);

@@ -14,7 +14,9 @@
  *            ../../tests/netns/netns.c -lpthread
  * Usage: zcpeer_check [-n N] [-s SIZE]     (root; exit 0 if both expectations hold)
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "../../tests/netns/netns.h"
 
 #include <arpa/inet.h>

@@ -4,7 +4,9 @@
  * 1 fail.
  * Build: cc -std=c11 -O2 -Wall -Wextra -Werror netns_selftest.c netns.c -lpthread
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "netns.h"
 
 #include <arpa/inet.h>
