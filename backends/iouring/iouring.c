@@ -53,6 +53,7 @@ struct iou_bounce {
 };
 
 struct iou_req {
+    struct iou_req *next_spare;
     int fd;
     size_t bytes;
     struct iou_bounce *bounce;
@@ -68,7 +69,11 @@ struct iou_ring {
     bool fixed;
     bool orphan;
     _Atomic unsigned pending; /* requests whose notification is due */
+    struct iou_req *spare;    /* finished one-part requests, for reuse */
+    unsigned nspare;
 };
+
+#define ZC_IOU_SPARE 64
 
 struct iou_pool {
     uint64_t pool_id;
@@ -149,13 +154,42 @@ static int iou_probe(char *why, size_t why_len)
 
 /* ---- requests and completions ---- */
 
-static void req_finish(struct zc_pool *pool, struct iou_req *req)
+/* Ring lock held: a one-part request goes back to the ring for reuse. */
+static void req_finish(struct zc_pool *pool, struct iou_ring *r, struct iou_req *req)
 {
     for (uint32_t i = 0; i < req->npb; i++)
         zc__inflight_drop(pool, req->pb[i]);
     if (req->bounce && atomic_fetch_sub(&req->bounce->refs, 1) == 1)
         free(req->bounce);
+    if (req->npb == 1 && r->nspare < ZC_IOU_SPARE) {
+        req->next_spare = r->spare;
+        r->spare = req;
+        r->nspare++;
+        return;
+    }
     free(req);
+}
+
+/* Ring lock held. */
+static struct iou_req *req_new(struct iou_ring *r, uint32_t npb)
+{
+    if (npb == 1 && r->spare) {
+        struct iou_req *req = r->spare;
+        r->spare = req->next_spare;
+        r->nspare--;
+        return req;
+    }
+    return malloc(sizeof(struct iou_req) + npb * sizeof(struct zc_pageblock *));
+}
+
+static void spares_free(struct iou_ring *r)
+{
+    while (r->spare) {
+        struct iou_req *req = r->spare;
+        r->spare = req->next_spare;
+        free(req);
+    }
+    r->nspare = 0;
 }
 
 /* Another request for the same message: its own references. */
@@ -215,7 +249,7 @@ static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uri
                req->fd);
     }
     atomic_fetch_sub(&r->pending, 1);
-    req_finish(pool, req);
+    req_finish(pool, r, req);
 }
 
 /* Reap what is there; ring lock held. */
@@ -395,6 +429,7 @@ static void iou_fini(struct zc_pool *pool)
         struct iou_ring *next = r->next;
         pthread_mutex_lock(&r->lock);
         reap_locked(pool, r);
+        spares_free(r);
         pthread_mutex_unlock(&r->lock);
         io_uring_queue_exit(&r->ring);
         pthread_mutex_destroy(&r->lock);
@@ -431,6 +466,7 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
             if (r->orphan && p == 0) {
                 /* its thread is gone and nothing is due: close it */
                 *link = r->next;
+                spares_free(r);
                 io_uring_queue_exit(&r->ring);
                 pthread_mutex_destroy(&r->lock);
                 free(r);
@@ -597,8 +633,14 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         }
     }
     struct iou_ring *r = ring_get(pool);
-    struct iou_req *req = r ? malloc(sizeof(*req) + npb * sizeof(req->pb[0])) : NULL;
+    if (!r) {
+        ZC_STAT_ADD(pool, fallbacks, 1);
+        return send_copy(pool, fd, msg, parts, nparts, flags);
+    }
+    pthread_mutex_lock(&r->lock);
+    struct iou_req *req = req_new(r, npb);
     if (!req) {
+        pthread_mutex_unlock(&r->lock);
         ZC_STAT_ADD(pool, fallbacks, 1);
         return send_copy(pool, fd, msg, parts, nparts, flags);
     }
@@ -621,6 +663,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         if (!iov || (copied_len && !req->bounce)) {
             free(req->bounce);
             free(req);
+            pthread_mutex_unlock(&r->lock);
             if (iov != stack_iov)
                 free(iov);
             ZC_STAT_ADD(pool, fallbacks, 1);
@@ -653,14 +696,13 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     int fl = (flags & MSG_DONTWAIT) ? O_NONBLOCK : fcntl(fd, F_GETFL);
     int sflags = flags | (fl < 0 || (fl & O_NONBLOCK) ? MSG_DONTWAIT : MSG_WAITALL);
     bool more;
-    pthread_mutex_lock(&r->lock);
     int res = submit_wait(pool, r, &req, &im, fd, sflags, &more);
     ssize_t sent = res > 0 ? res : 0;
+    if (!more)
+        req_finish(pool, r, req);
     pthread_mutex_unlock(&r->lock);
     if (iov != stack_iov)
         free(iov);
-    if (!more)
-        req_finish(pool, req);
     if (sent > 0) {
         size_t zparts;
         size_t zbytes = zerocopy_share(parts, nparts, (size_t)sent, &zparts);
