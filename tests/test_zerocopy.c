@@ -310,6 +310,10 @@ static int memlock_child(void)
     printf("iouring without memlock: fallbacks %llu, zero-copy %llu B, in flight %llu\n",
            (unsigned long long)st.fallbacks, (unsigned long long)st.bytes_zerocopy,
            (unsigned long long)st.in_flight);
+    free(got);
+    close(sv[0]);
+    close(sv[1]);
+    zc_free(pool, obj);
     if (st.fallbacks < 1 || st.in_flight != 0)
         return 8;
     return zc_pool_destroy(pool) == 0 ? 0 : 9;

@@ -2,7 +2,7 @@
 # Installs, with apt-get, what zcopy needs on Debian 12 and is missing.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libcmocka-dev liburing-dev doxygen iproute2
-      libmimalloc-dev libjemalloc-dev)
+      libmimalloc-dev libjemalloc-dev python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

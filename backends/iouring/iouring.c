@@ -67,7 +67,7 @@ struct iou_ring {
     struct iou_ring *next;
     uint64_t clone_gen;
     bool fixed;
-    bool orphan;
+    _Atomic bool orphan; /* its thread exited */
     _Atomic unsigned pending; /* requests whose notification is due */
     struct iou_req *spare;    /* finished one-part requests, for reuse */
     unsigned nspare;

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Stock vs zcopy-patched memcached on one machine, on the veth+XDP topology
+# (bench/topology/topology.sh): the server in namespace zc-tx pinned to CPU 0
+# with one worker thread (-t 1), the clients in zc-rx pinned to CPU 1 (where
+# the topology also pins the receiving veth's NAPI thread).
+#
+#   bench/memcached/run.sh [-r RUNS] [-d SECONDS] [-z "SIZES"] [-b "BACKENDS"] [-u UDP_MAX] [-o OUT]
+#
+# For every value size, RUNS times, stock and patched (one server per zcopy
+# backend) interleaved, each on a fresh server: prefill, then memcaslap
+# (GET:SET 9:1, fixed value size) for SECONDS over TCP (and over UDP for sizes
+# up to UDP_MAX), then mcverify (this directory's client) reads for 1 s and
+# checks every value byte for byte (wrong must be 0). The server's own
+# rusage (stats rusage_user + rusage_system) and cmd_get around the memcaslap
+# run give GETs per second and server CPU per GET. Rows go to OUT/results.tsv,
+# medians with min..max to OUT/summary.txt.
+#
+# Defaults: RUNS=5, SECONDS=10, SIZES="256 512 4096 16384 65536 262144",
+# BACKENDS from zcopy-probe, UDP_MAX=1024, OUT=build/memcached/bench.
+# Needs root (namespaces), memcaslap (libmemcached-tools) and the servers
+# from examples/memcached/build.sh (MC_BUILD_DIR as there).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+mc=${MC_BUILD_DIR:-$root/build/memcached}
+runs=5 secs=10 udp_max=1024
+sizes="256 512 4096 16384 65536 262144"
+backends=""
+out=$mc/bench
+while getopts "r:d:z:b:u:o:" o; do
+  case $o in
+    r) runs=$OPTARG ;; d) secs=$OPTARG ;; z) sizes=$OPTARG ;; b) backends=$OPTARG ;;
+    u) udp_max=$OPTARG ;; o) out=$OPTARG ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
+for b in memcached-stock memcached-zcopy; do
+  [ -x "$mc/$b" ] || { echo "no $mc/$b: run examples/memcached/build.sh" >&2; exit 1; }
+done
+command -v memcaslap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libmemcached-tools >/dev/null
+mkdir -p "$out"
+gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$out/mcverify" "$here/mcverify.c"
+if [ -z "$backends" ]; then
+  prefix=$(cat "$mc/zcopy-prefix.txt")
+  backends=$(LD_LIBRARY_PATH=$prefix/lib "$prefix/bin/zcopy-probe" | awk '$2 == "available" { print $1 }' | tr '\n' ' ')
+fi
+"$root/bench/topology/topology.sh" up >/dev/null
+
+SRV=198.18.0.1
+PORT=11311
+TX="ip netns exec zc-tx"
+RX="ip netns exec zc-rx"
+pid=""
+
+stats() { # prints "cmd_get rusage_user rusage_system"
+  $RX python3 - "$SRV" "$PORT" <<'EOF'
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+s.sendall(b"stats\r\n")
+buf = b""
+while not buf.endswith(b"END\r\n"):
+    buf += s.recv(65536)
+st = dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
+print(st["cmd_get"], st["rusage_user"], st["rusage_system"])
+EOF
+}
+
+start_server() { # start_server stock|zcopy BACKEND
+  local bin=$mc/memcached-$1 extra=()
+  [ "$1" = zcopy ] && extra=(-o zcopy)
+  ZC_BACKEND=$2 $TX taskset -c 0 "$bin" -u root -t 1 -l "$SRV" -p "$PORT" -U "$PORT" \
+    -m 2048 -I 2m -c 4096 "${extra[@]}" >"$out/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 50); do
+    stats >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server $1/$2 did not start:" >&2
+  cat "$out/server.log" >&2
+  return 1
+}
+
+stop_server() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  pid=""
+}
+trap stop_server EXIT
+
+results=$out/results.tsv
+printf 'size\tproto\tvariant\trun\tgets_per_s\tcpu_us_per_get\twrong\tverify_gets\tverify_lost\n' >"$results"
+
+one_run() { # one_run SIZE PROTO VARIANT BACKEND RUN
+  local size=$1 proto=$2 variant=$3 backend=$4 run=$5 keys cfg before after vline wrong vgets vlost
+  keys=$((64 * 1024 * 1024 / size))
+  [ "$keys" -gt 20000 ] && keys=20000
+  [ "$keys" -lt 64 ] && keys=64
+  start_server "$variant" "$backend" || return 1
+  $RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$keys" -z "$size" -P >/dev/null
+  cfg=$out/memcaslap-$size.cfg
+  printf 'key\n16 16 1\nvalue\n%s %s 1\ncmd\n0 0.1\n1 0.9\n' "$size" "$size" >"$cfg"
+  local udp=()
+  [ "$proto" = udp ] && udp=(-U)
+  before=$(stats)
+  $RX taskset -c 1 memcaslap -s "$SRV:$PORT" -T 1 -c 16 -X "$size" -F "$cfg" -t "${secs}s" \
+    "${udp[@]}" >"$out/memcaslap.log" 2>&1 || true
+  after=$(stats)
+  local u=()
+  [ "$proto" = udp ] && u=(-u)
+  vline=$($RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$keys" -z "$size" -t 1 -r 0 "${u[@]}" 2>>"$out/verify.err" || true)
+  stop_server
+  wrong=$(sed -nE 's/.* wrong=([0-9]+).*/\1/p' <<<"$vline")
+  vgets=$(sed -nE 's/.* gets=([0-9]+).*/\1/p' <<<"$vline")
+  vlost=$(sed -nE 's/.* lost=([0-9]+).*/\1/p' <<<"$vline")
+  python3 - "$before" "$after" "$secs" "$size" "$proto" "$variant${backend:+:$backend}" "$run" \
+    "${wrong:-ERR}" "${vgets:-0}" "${vlost:-0}" >>"$results" <<'EOF'
+import sys
+b = [float(x) for x in sys.argv[1].split()]
+a = [float(x) for x in sys.argv[2].split()]
+secs = float(sys.argv[3])
+gets = a[0] - b[0]
+cpu = (a[1] - b[1]) + (a[2] - b[2])
+print("%s\t%s\t%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s" % (sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
+      gets / secs, cpu / gets * 1e6 if gets else float("nan"), sys.argv[8], sys.argv[9], sys.argv[10]))
+EOF
+  tail -n 1 "$results"
+}
+
+for size in $sizes; do
+  protos=tcp
+  [ "$size" -le "$udp_max" ] && protos="tcp udp"
+  for proto in $protos; do
+    for run in $(seq 1 "$runs"); do
+      one_run "$size" "$proto" stock "" "$run"
+      for b in $backends; do
+        one_run "$size" "$proto" zcopy "$b" "$run"
+      done
+    done
+  done
+done
+
+python3 - "$results" >"$out/summary.txt" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+groups = {}
+for r in rows:
+    groups.setdefault((int(r["size"]), r["proto"]), {}).setdefault(r["variant"], []).append(r)
+print("size\tproto\tvariant\truns\tGETs/s median (min..max)\tCPU us/GET median (min..max)\tvs stock GETs/s\twrong")
+for (size, proto), vs in sorted(groups.items()):
+    base = None
+    for v in sorted(vs, key=lambda x: (x != "stock", x)):
+        g = [float(r["gets_per_s"]) for r in vs[v]]
+        c = [float(r["cpu_us_per_get"]) for r in vs[v]]
+        wrong = sum(int(r["wrong"]) if r["wrong"].isdigit() else 1 for r in vs[v])
+        med = statistics.median(g)
+        if v == "stock":
+            base = med
+        ratio = "%.3f" % (med / base) if base else "-"
+        print("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%s\t%d" % (
+            size, proto, v, len(g), med, min(g), max(g), statistics.median(c), min(c), max(c), ratio, wrong))
+EOF
+cat "$out/summary.txt"
