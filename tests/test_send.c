@@ -55,12 +55,15 @@ static void tcp_blocking_mixed_parts(void **state)
     struct zc_stats before, after;
     zc_stats(pool, &before);
     assert_int_equal(zc_sendmsg(pool, c, &msg, 0), (ssize_t)total);
-    /* send(2) semantics: the buffers may be rewritten at once */
-    memset(parts[2], 0, sizes[2]);
+    /* send(2) semantics: ordinary memory may be rewritten at once */
     memset(parts[3], 0, sizes[3]);
     assert_int_equal(zc_send(pool, c, parts[1], sizes[1], 0), (ssize_t)sizes[1]);
     char *got = malloc(total + sizes[1]);
     assert_int_equal(recv_exact(s, got, total + sizes[1], 5000), total + sizes[1]);
+    /* and sealed pool data too; this thread reads first, because a write
+     * to data still in flight waits for its completion, which older kernels
+     * (6.1) give on loopback only once the peer has read it */
+    memset(parts[2], 0, sizes[2]);
     assert_int_equal(pattern_check(got, total, 42, 0), (size_t)-1);
     assert_int_equal(pattern_check(got + total, sizes[1], 42, sizes[0]), (size_t)-1);
     zc_stats(pool, &after);

@@ -107,5 +107,36 @@ memcached_stage() { # patched memcached against the installed library
 }
 memcached_stage
 
+# The kmod backend and the whole suite inside qemu on Debian's 6.1 and
+# bookworm-backports' 6.12 kernels (tests/vm/stage.sh; needs root for apt,
+# downloads the kernel packages once into build/vm). Skipped, with the reason,
+# only if qemu cannot run at all here.
+vm_stage() {
+  echo "== vm (kmod, qemu: 6.1 + 6.12)"
+  local log=$out/vm.log rc=0 line p f
+  "$root/tests/vm/stage.sh" "$out/gcc" >"$log" 2>&1 || rc=$?
+  if [ $rc -eq 77 ]; then
+    grep -aE '^vm: skipped' "$log" || echo "vm: skipped"
+    return
+  fi
+  grep -aE '^(vm: |run\.sh: (6\.|counts|all|FAILED))' "$log" || true
+  line=$(grep -aE '^vm: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+  if [ -z "$line" ]; then
+    tail -n 40 "$log"
+    failed=$((failed + 1))
+    return
+  fi
+  p=$(sed -E 's/^vm: ([0-9]+) passed.*/\1/' <<<"$line")
+  f=$(sed -E 's/.*passed, ([0-9]+) failed$/\1/' <<<"$line")
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  if [ "$f" -ne 0 ]; then
+    echo "vm: failing lines (whole log: $log):"
+    grep -aE '\| |FAIL' "$log" | grep -vE ' 0 failed' | head -n 60 || true
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+vm_stage
+
 echo "zcopy tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -60,6 +60,7 @@ struct kmod_state {
     size_t npending;
     uint64_t last_id;       /* highest send_id seen */
     _Atomic uint64_t seen;  /* st->completions at the last full scan */
+    _Atomic uint64_t faults_seen; /* st->cow_faults + unseal_faults counted */
     bool dirty;             /* a record was added since that scan */
 };
 
@@ -195,6 +196,7 @@ static void *kmod_arena_map(struct zc_pool *pool, size_t size)
     ks->done = (const _Atomic uint64_t *)((const uint8_t *)ks->st + ks->st->done_offset);
     ks->done_slots = ks->st->done_slots;
     atomic_store(&ks->seen, load_u64(&ks->st->completions));
+    atomic_store(&ks->faults_seen, 0);
     pool->backend = ks;
     ZC_LOG("kmod: arena of %zu bytes from %s (ABI %u.%u), status %zu bytes", size,
            ZCOPY_DEVICE_PATH, info.abi_version >> 16, info.abi_version & 0xffff, ks->st_size);
@@ -257,9 +259,24 @@ static size_t kmod_copy_threshold(struct zc_pool *pool, int fd)
     return KMOD_COPY_THRESHOLD;
 }
 
+/* Writes to sealed pages the module caught (copy-on-write or unseal) are
+ * the library's protect_faults; none of them waited (protect_waits). */
+static void count_faults(struct zc_pool *pool, struct kmod_state *ks)
+{
+    uint64_t f = load_u64(&ks->st->cow_faults) + load_u64(&ks->st->unseal_faults);
+    uint64_t old = atomic_load_explicit(&ks->faults_seen, memory_order_relaxed);
+    while (f > old) {
+        if (atomic_compare_exchange_weak(&ks->faults_seen, &old, f)) {
+            ZC_STAT_ADD(pool, protect_faults, f - old);
+            break;
+        }
+    }
+}
+
 /* Reap the records whose sends the ring reports done. */
 static int reap(struct zc_pool *pool, struct kmod_state *ks)
 {
+    count_faults(pool, ks);
     uint64_t comp = load_u64(&ks->st->completions);
     pthread_mutex_lock(&ks->lock);
     if (!ks->head ||
@@ -374,6 +391,7 @@ static ssize_t kmod_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *m
             expect += parts[i].len;
         }
     }
+    count_faults(pool, ks);
     if (npb == 0)
         return plain_send(pool, fd, msg, parts, nparts, flags);
     /* reap opportunistically: completions are one memory read away */

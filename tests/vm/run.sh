@@ -11,6 +11,11 @@
 #   --smp N          guest CPUs (default 1; the host CPU is shared)
 #   --env K=V        environment for the test binaries (repeatable)
 #   --expect REGEX   a line the guest must print (repeatable, ERE)
+#   --extra FILE     put FILE (and the libraries of a dynamic binary) in the
+#                    guest's /tests without running it (repeatable): for
+#                    binaries a test script runs itself
+#   --with-defaults  run the default binaries (below) before the given ones
+#   --parallel       boot the kernels at the same time (one qemu each)
 #   -h, --help
 #
 # Test binaries: statically linked, or dynamic (their libraries, found with
@@ -18,7 +23,15 @@
 # ($ZC_VM_TEST_TIMEOUT, default 240 s) as root, cwd /tmp, with ZCOPY_KO set
 # to the module's path.  Without binaries the script builds (static) and runs
 # tests/vm/kmod_selftest.c, kmod_veth_xdp.c and kmod_fuzz.c (100k calls).
-# /init loads veth.ko from the same kernel package before zcopy.ko.
+# /init loads veth.ko from the same kernel package before zcopy.ko (with
+# user_cap_mb=$ZC_VM_USER_CAP_MB if set; the module's own tests expect the
+# default cap). Libraries of dynamic binaries go to their own paths and to
+# /lib (LD_LIBRARY_PATH), so a build directory under /tmp works too.
+#
+# At the end, per kernel and in total: the tests counted from every
+# "NAME: N passed, M failed" line (not /init's own), the fuzz calls
+# ("kmod_fuzz: N ioctl calls") and the zero-copy completions (every
+# "zero-copy completions N"), as "run.sh: counts: ..." lines.
 #
 # A run passes only if, for every kernel: the module builds without a
 # warning, the guest prints "ZCOPY-VM-RESULT: PASS" (every binary exited 0),
@@ -43,6 +56,9 @@ smp=1
 envs=()
 expects=()
 bins=()
+extras=()
+with_defaults=0
+parallel=0
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 log() { echo "run.sh: $*" >&2; }
@@ -56,6 +72,9 @@ while [ $# -gt 0 ]; do
 	--smp) smp=${2:?}; shift 2 ;;
 	--env) envs+=("${2:?}"); shift 2 ;;
 	--expect) expects+=("${2:?}"); shift 2 ;;
+	--extra) extras+=("${2:?}"); shift 2 ;;
+	--with-defaults) with_defaults=1; shift ;;
+	--parallel) parallel=1; shift ;;
 	-h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
 	--) shift; bins+=("$@"); break ;;
 	-*) die "unknown option $1" ;;
@@ -233,18 +252,23 @@ build_module() { # into $KROOT/mod; fails on any warning
 }
 
 # ------------------------------------------------------------- test binaries
-if [ ${#bins[@]} -eq 0 ]; then
+if [ ${#bins[@]} -eq 0 ] || [ $with_defaults = 1 ]; then
 	mkdir -p "$build/bin"
+	defaults=()
 	for t in kmod_selftest kmod_veth_xdp kmod_fuzz; do
 		gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -static -pthread -I"$moddir/include" \
 			-o "$build/bin/$t" "$here/$t.c" || die "building $t failed"
-		bins+=("$build/bin/$t")
+		defaults+=("$build/bin/$t")
 		expects+=("^$t: [0-9]+ passed, 0 failed")
 	done
 	expects+=('^kmod_fuzz: [0-9]+ ioctl calls')
+	bins=("${defaults[@]}" "${bins[@]+"${bins[@]}"}")
 fi
 for b in "${bins[@]}"; do
 	[ -f "$b" ] && [ -x "$b" ] || die "test binary '$b' is not an executable file"
+done
+for b in "${extras[@]+"${extras[@]}"}"; do
+	[ -f "$b" ] || die "extra file '$b' does not exist"
 done
 
 make_initramfs() { # $1 = output cpio
@@ -255,20 +279,25 @@ make_initramfs() { # $1 = output cpio
 	cp "$KROOT/mod/zcopy.ko" "$ir/lib/zcopy.ko"
 	[ -s "$KROOT/veth.ko" ] && cp "$KROOT/veth.ko" "$ir/lib/veth.ko"
 	: >"$ir/tests/list"
-	for b in "${bins[@]}"; do
+	for b in "${bins[@]}" "${extras[@]+"${extras[@]}"}"; do
 		name=$(basename "$b")
 		cp "$b" "$ir/tests/$name"
-		echo "$name" >>"$ir/tests/list"
 		# shared libraries and the interpreter of dynamic binaries
 		if ldd "$b" >/dev/null 2>&1; then
 			for lib in $(ldd "$b" | grep -oE '(/[^ ]+)' | sort -u); do
-				[ -e "$lib" ] && cp -L --parents "$lib" "$ir/"
+				[ -e "$lib" ] || continue
+				cp -L --parents "$lib" "$ir/"
+				[ -e "$ir/lib/${lib##*/}" ] || cp -L "$lib" "$ir/lib/"
 			done
 		fi
 	done
+	for b in "${bins[@]}"; do
+		basename "$b" >>"$ir/tests/list"
+	done
 	{
 		echo "#!/bin/busybox sh"
-		echo "export PATH=/bin:/sbin ZCOPY_KO=/lib/zcopy.ko HOME=/tmp"
+		echo "export PATH=/bin:/sbin ZCOPY_KO=/lib/zcopy.ko HOME=/tmp LD_LIBRARY_PATH=/lib"
+		echo "modparams='${ZC_VM_USER_CAP_MB:+user_cap_mb=$ZC_VM_USER_CAP_MB}'"
 		for e in "${envs[@]+"${envs[@]}"}"; do echo "export '${e%%=*}'='${e#*=}'"; done
 		cat <<'EOF'
 /bin/busybox --install -s /bin
@@ -279,7 +308,7 @@ mount -t tmpfs tmp /tmp
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 echo "zcopy-vm: kernel $(uname -r), $(nproc) cpu(s), $(sed -n 's/MemTotal: *//p' /proc/meminfo)"
 [ -f /lib/veth.ko ] && insmod /lib/veth.ko
-if insmod /lib/zcopy.ko; then
+if insmod /lib/zcopy.ko $modparams; then
 	echo "zcopy-vm: zcopy.ko loaded"
 else
 	echo "zcopy-vm: insmod zcopy.ko failed"
@@ -315,53 +344,107 @@ EOF
 }
 
 # ------------------------------------------------------------------ boot
+[[ ${ZC_VM_USER_CAP_MB:-1} =~ ^[0-9]+$ ]] || die "ZC_VM_USER_CAP_MB needs a number (MiB)"
+
+boot() { # series kver kimg kroot: qemu; console to $kroot/console.log; rc in $kroot/qemu.rc
+	local series=$1 kver=$2 kimg=$3 kroot=$4 kind=bzImage qrc
+	[ "$(head -c 4 "$kimg" | od -An -c | tr -d ' ')" = '177ELF' ] && kind="plain vmlinux"
+	log "$series: kernel $kver ($kind), booting"
+	set +e
+	if [ $parallel = 1 ]; then
+		timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1G -smp "$smp" -nographic -no-reboot \
+			-kernel "$kimg" -initrd "$kroot/initramfs.cpio" \
+			-append "console=ttyS0 panic=-1 oops=panic loglevel=4" </dev/null 2>&1 |
+			tr -d '\r' >"$kroot/console.log"
+	else
+		timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1G -smp "$smp" -nographic -no-reboot \
+			-kernel "$kimg" -initrd "$kroot/initramfs.cpio" \
+			-append "console=ttyS0 panic=-1 oops=panic loglevel=4" </dev/null 2>&1 |
+			tr -d '\r' | tee "$kroot/console.log"
+	fi
+	qrc=${PIPESTATUS[0]}
+	set -e
+	echo "$qrc" >"$kroot/qemu.rc"
+}
+
+# counts from a console log: tests passed failed fuzz zc
+counts() {
+	awk '
+	/^[A-Za-z0-9_.\/-]+: [0-9]+ passed, [0-9]+ failed/ && $1 != "zcopy-vm:" { p += $2; f += $4 }
+	/^kmod_fuzz: [0-9]+ ioctl calls/ { z += $2 }
+	{ s = $0; while (match(s, /zero-copy completions [0-9]+/)) { t = substr(s, RSTART, RLENGTH); sub(/.* /, "", t); c += t; s = substr(s, RSTART + RLENGTH) } }
+	END { printf "%d %d %d %d\n", p + f, f, z, c }' "$1"
+}
+
 overall=0
 summary=()
 IFS=, read -r -a series_list <<<"$kernels"
+declare -A S_KVER S_KIMG S_KROOT S_T0 S_T1
 for series in "${series_list[@]}"; do
 	t0=$(date +%s)
 	prep_kernel "$series"
 	build_module
-	t1=$(date +%s)
 	make_initramfs "$KROOT/initramfs.cpio"
-	consolelog=$KROOT/console.log
-	kind=bzImage
-	[ "$(head -c 4 "$KIMG" | od -An -c | tr -d ' ')" = '177ELF' ] && kind="plain vmlinux"
-	log "$series: kernel $KVER ($kind), module built in $((t1 - t0)) s, booting"
-	set +e
-	timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1G -smp "$smp" -nographic -no-reboot \
-		-kernel "$KIMG" -initrd "$KROOT/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 oops=panic loglevel=4" </dev/null 2>&1 |
-		tr -d '\r' | tee "$consolelog"
-	qrc=${PIPESTATUS[0]}
-	set -e
-	t2=$(date +%s)
+	t1=$(date +%s)
+	log "$series: kernel $KVER, module built and initramfs packed in $((t1 - t0)) s"
+	S_KVER[$series]=$KVER S_KIMG[$series]=$KIMG S_KROOT[$series]=$KROOT S_T0[$series]=$t0 S_T1[$series]=$t1
+done
+
+tb=$(date +%s)
+if [ $parallel = 1 ]; then
+	pids=()
+	for series in "${series_list[@]}"; do
+		boot "$series" "${S_KVER[$series]}" "${S_KIMG[$series]}" "${S_KROOT[$series]}" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || true; done
+	for series in "${series_list[@]}"; do
+		echo "======== $series (${S_KVER[$series]}) console ========"
+		cat "${S_KROOT[$series]}/console.log"
+	done
+else
+	for series in "${series_list[@]}"; do
+		boot "$series" "${S_KVER[$series]}" "${S_KIMG[$series]}" "${S_KROOT[$series]}"
+	done
+fi
+te=$(date +%s)
+
+tot_t=0 tot_f=0 tot_z=0 tot_c=0
+for series in "${series_list[@]}"; do
+	KVER=${S_KVER[$series]}
+	consolelog=${S_KROOT[$series]}/console.log
+	qrc=$(cat "${S_KROOT[$series]}/qemu.rc" 2>/dev/null || echo 1)
 	why=()
 	case $qrc in
 	0) ;;
 	124 | 137) why+=("timeout after ${timeout_s}s") ;;
 	*) why+=("qemu exit $qrc") ;;
 	esac
-	grep -q '^ZCOPY-VM-RESULT: PASS$' "$consolelog" || why+=("no PASS line")
-	if grep -qE 'Oops|BUG:|Kernel panic|WARNING:|general protection fault|Call Trace:|UBSAN|KASAN' "$consolelog"; then
+	grep -aq '^ZCOPY-VM-RESULT: PASS$' "$consolelog" || why+=("no PASS line")
+	if grep -aqE 'Oops|BUG:|Kernel panic|WARNING:|general protection fault|Call Trace:|UBSAN|KASAN' "$consolelog"; then
 		why+=("kernel oops/BUG/WARNING/panic in the log")
 	fi
-	if grep -E '^[A-Za-z0-9_./-]+: [0-9]+ passed, [0-9]+ failed' "$consolelog" | grep -vqE ' 0 failed'; then
+	if grep -aE '^[A-Za-z0-9_./-]+: [0-9]+ passed, [0-9]+ failed' "$consolelog" | grep -vqE ' 0 failed'; then
 		why+=("a test reported failures")
 	fi
 	for x in "${expects[@]+"${expects[@]}"}"; do
-		grep -qE -- "$x" "$consolelog" || why+=("missing line /$x/")
+		grep -aqE -- "$x" "$consolelog" || why+=("missing line /$x/")
 	done
+	read -r n_t n_f n_z n_c < <(counts "$consolelog")
+	tot_t=$((tot_t + n_t)) tot_f=$((tot_f + n_f)) tot_z=$((tot_z + n_z)) tot_c=$((tot_c + n_c))
+	cnt="$n_t tests ($n_f failed), $n_z fuzz calls, $n_c zero-copy completions"
+	prep=$((S_T1[$series] - S_T0[$series]))
 	if [ ${#why[@]} -eq 0 ]; then
-		summary+=("$series ($KVER): PASS, build $((t1 - t0)) s, boot+tests $((t2 - t1)) s")
+		summary+=("$series ($KVER): PASS, build $prep s; $cnt")
 	else
 		overall=1
-		summary+=("$series ($KVER): FAIL: $(IFS=';'; echo "${why[*]}"), boot+tests $((t2 - t1)) s")
+		summary+=("$series ($KVER): FAIL: $(IFS=';'; echo "${why[*]}"); $cnt")
 	fi
 done
 
 echo
 for s in "${summary[@]}"; do echo "run.sh: $s"; done
+echo "run.sh: counts: $tot_t tests, $tot_f failed, $tot_z fuzz calls, $tot_c zero-copy completions; boots took $((te - tb)) s"
 if [ $overall -eq 0 ]; then
 	echo "run.sh: all kernels passed"
 else

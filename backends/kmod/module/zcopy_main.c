@@ -998,7 +998,7 @@ static long zc_ioc_send(struct zc_ctx *ctx, struct zcopy_send __user *arg)
 		/* only sealed pages go by reference; a page someone pinned
 		 * (GUP/DMA, e.g. O_DIRECT into the arena) may be written
 		 * through the pin despite the seal, so it is copied */
-		if (!slot->sealed || !slot->page || page_maybe_dma_pinned(slot->page)) {
+		if (!slot->sealed || !slot->page || folio_maybe_dma_pinned(page_folio(slot->page))) {
 			g->kind = ZC_SEG_COPY;
 			continue;
 		}
