@@ -140,6 +140,13 @@ ZC_HIDDEN void zc__inflight_put(struct zc_pool *pool, struct zc_pageblock *pb,
                                 uint32_t n);
 ZC_HIDDEN void zc__parts_release(struct zc_pool *pool, struct zc_part *parts,
                                  size_t nparts);
+/* For backends: send by copy (dropping the parts' references), and count
+ * what a send that went handed over with and without a copy. */
+ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                                  struct zc_part *parts, size_t nparts, int flags);
+ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
+                                size_t nparts, size_t sent);
+
 /* One more in-flight reference on a pageblock the caller already holds. */
 static inline void zc__inflight_get(struct zc_pool *pool, struct zc_pageblock *pb)
 {

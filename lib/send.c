@@ -54,6 +54,33 @@ void zc__parts_release(struct zc_pool *pool, struct zc_part *parts, size_t npart
     }
 }
 
+ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                        struct zc_part *parts, size_t nparts, int flags)
+{
+    zc__parts_release(pool, parts, nparts);
+    ssize_t r = sendmsg(fd, msg, flags);
+    if (r > 0)
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
+    return r;
+}
+
+void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts, size_t nparts,
+                      size_t sent)
+{
+    uint64_t zbytes = 0, zparts = 0, left = sent;
+    for (size_t i = 0; i < nparts && left; i++) {
+        size_t n = parts[i].len < left ? parts[i].len : left;
+        if (parts[i].pb) {
+            zbytes += n;
+            zparts += n > 0;
+        }
+        left -= n;
+    }
+    ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
+    ZC_STAT_ADD(pool, bytes_copied, (uint64_t)sent - zbytes);
+    ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+}
+
 static size_t send_threshold(struct zc_pool *pool, int fd)
 {
     if (pool->copy_threshold)

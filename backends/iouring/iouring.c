@@ -496,34 +496,6 @@ static size_t iou_threshold(struct zc_pool *pool, int fd)
 
 /* ---- sending ---- */
 
-static ssize_t send_copy(struct zc_pool *pool, int fd, const struct msghdr *msg,
-                         struct zc_part *parts, size_t nparts, int flags)
-{
-    zc__parts_release(pool, parts, nparts);
-    ssize_t r = sendmsg(fd, msg, flags);
-    if (r > 0)
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
-    return r;
-}
-
-/* The bytes of the first @sent that came from zero-copy parts. */
-static size_t zerocopy_share(const struct zc_part *parts, size_t nparts, size_t sent,
-                             size_t *nzc_parts)
-{
-    size_t zc = 0;
-    *nzc_parts = 0;
-    for (size_t i = 0; i < nparts && sent; i++) {
-        size_t n = parts[i].len < sent ? parts[i].len : sent;
-        if (parts[i].pb) {
-            zc += n;
-            if (n)
-                (*nzc_parts)++;
-        }
-        sent -= n;
-    }
-    return zc;
-}
-
 /* What a request sends: one part (SEND_ZC, fixed if it can) or a whole
  * message (SENDMSG_ZC). */
 struct iou_msg {
@@ -623,26 +595,26 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
             copied_len += parts[i].len;
     }
     if (!npb)
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
         uint16_t left = atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed);
         if (left) {
             /* this socket copies anyway (local delivery): copy here, cheaper */
             atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
-            return send_copy(pool, fd, msg, parts, nparts, flags);
+            return zc__send_copied(pool, fd, msg, parts, nparts, flags);
         }
     }
     struct iou_ring *r = ring_get(pool);
     if (!r) {
         ZC_STAT_ADD(pool, fallbacks, 1);
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     pthread_mutex_lock(&r->lock);
     struct iou_req *req = req_new(r, npb);
     if (!req) {
         pthread_mutex_unlock(&r->lock);
         ZC_STAT_ADD(pool, fallbacks, 1);
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     req->fd = fd;
     req->bytes = total;
@@ -667,7 +639,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
             if (iov != stack_iov)
                 free(iov);
             ZC_STAT_ADD(pool, fallbacks, 1);
-            return send_copy(pool, fd, msg, parts, nparts, flags);
+            return zc__send_copied(pool, fd, msg, parts, nparts, flags);
         }
         uint8_t *b = req->bounce ? req->bounce->data : NULL;
         if (req->bounce)
@@ -704,11 +676,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     if (iov != stack_iov)
         free(iov);
     if (sent > 0) {
-        size_t zparts;
-        size_t zbytes = zerocopy_share(parts, nparts, (size_t)sent, &zparts);
-        ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)sent - zbytes);
-        ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+        zc__account_sent(pool, parts, nparts, (size_t)sent);
         return sent;
     }
     if (res == -ENOBUFS || res == -EOPNOTSUPP || res == -EMSGSIZE) {

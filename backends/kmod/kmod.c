@@ -360,16 +360,6 @@ static int kmod_poll(struct zc_pool *pool, int timeout_ms)
     }
 }
 
-static ssize_t plain_send(struct zc_pool *pool, int fd, const struct msghdr *msg,
-                          struct zc_part *parts, size_t nparts, int flags)
-{
-    zc__parts_release(pool, parts, nparts);
-    ssize_t r = sendmsg(fd, msg, flags);
-    if (r > 0)
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
-    return r;
-}
-
 /* Too many sends in flight for the completion ring to track exactly? */
 static bool window_full(struct kmod_state *ks)
 {
@@ -393,7 +383,7 @@ static ssize_t kmod_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *m
     }
     count_faults(pool, ks);
     if (npb == 0)
-        return plain_send(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     /* reap opportunistically: completions are one memory read away */
     if (load_u64(&ks->st->completions) != atomic_load_explicit(&ks->seen, memory_order_relaxed))
         reap(pool, ks);
@@ -402,7 +392,7 @@ static ssize_t kmod_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *m
         msg->msg_namelen > sizeof(struct sockaddr_storage) ||
         (window_full(ks) && (reap(pool, ks), window_full(ks)))) {
         ZC_STAT_ADD(pool, fallbacks, 1);
-        return plain_send(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     struct zcopy_iovec stack_iov[16];
     struct zcopy_iovec *iov = nparts <= 16 ? stack_iov : malloc(nparts * sizeof(*iov));
@@ -412,7 +402,7 @@ static ssize_t kmod_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *m
             free(iov);
         free(rec);
         ZC_STAT_ADD(pool, fallbacks, 1);
-        return plain_send(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     for (size_t i = 0; i < nparts; i++) {
         iov[i].base = (uint64_t)(uintptr_t)parts[i].base;

@@ -323,16 +323,6 @@ static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
     return s;
 }
 
-static ssize_t send_copy(struct zc_pool *pool, int fd, const struct msghdr *msg,
-                         struct zc_part *parts, size_t nparts, int flags)
-{
-    zc__parts_release(pool, parts, nparts);
-    ssize_t r = sendmsg(fd, msg, flags);
-    if (r > 0)
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
-    return r;
-}
-
 static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
                           struct zc_part *parts, size_t nparts, int flags)
 {
@@ -346,10 +336,10 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
             copied_len += parts[i].len;
     }
     if (!npb)
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     struct mz_sock *s = sock_get(pool, fd);
     if (!s)
-        return send_copy(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
     /* reading the error queue costs a system call: only once a few are
      * due (optmem limits how many may be) */
     if (s->outstanding >= 16)
@@ -357,7 +347,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     if (s->copy_streak) {
         s->copy_streak--;
         pthread_mutex_unlock(&s->lock);
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     struct mz_req *req = malloc(sizeof(*req) + npb * sizeof(req->pb[0]));
     struct iovec stack_iov[16], *iov = stack_iov;
@@ -371,7 +361,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
             free(iov);
         free(req);
         ZC_STAT_ADD(pool, fallbacks, 1);
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     /* The kernel references every part until the completion: the copied
      * parts go from a buffer the request owns. */
@@ -402,7 +392,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
         free(req);
         ZC_STAT_ADD(pool, fallbacks, 1);
         ZC_LOG("MSG_ZEROCOPY: %s; copying this send", strerror(err));
-        return send_copy(pool, fd, msg, parts, nparts, flags);
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
     if (r <= 0) {
         /* nothing sent: the kernel gave the id back */
@@ -435,18 +425,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
         }
     }
     pthread_mutex_unlock(&s->lock);
-    size_t zbytes = 0, zparts = 0, left = (size_t)r;
-    for (size_t i = 0; i < nparts && left; i++) {
-        size_t n = parts[i].len < left ? parts[i].len : left;
-        if (parts[i].pb) {
-            zbytes += n;
-            zparts += n > 0;
-        }
-        left -= n;
-    }
-    ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
-    ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r - zbytes);
-    ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+    zc__account_sent(pool, parts, nparts, (size_t)r);
     return r;
 }
 
