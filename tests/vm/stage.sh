@@ -77,8 +77,8 @@ par=(--parallel)
 [ "${ZC_VM_PARALLEL:-1}" = 0 ] && par=()
 log=$vmdir/stage.log
 t0=$(date +%s)
-ZC_VM_DIR=$vmdir "$here/run.sh" --kernels 6.1,6.12 "${par[@]}" --timeout "${ZC_VM_TIMEOUT:-500}" \
-	--env ZC_VM_TEST_TIMEOUT=420 --env ZC_VM_SUITE_TEST_TIMEOUT=120 --env "ZC_INTEGRITY_MESSAGES=${ZC_VM_INTEGRITY_MESSAGES:-40000}" \
+ZC_VM_DIR=$vmdir "$here/run.sh" --kernels 6.1,6.12 "${par[@]}" --timeout "${ZC_VM_TIMEOUT:-700}" \
+	--env ZC_VM_TEST_TIMEOUT=600 --env ZC_VM_SUITE_TEST_TIMEOUT=300 --env "ZC_INTEGRITY_MESSAGES=${ZC_VM_INTEGRITY_MESSAGES:-200000}" \
 	--with-defaults "${extras[@]}" "${expects[@]}" "$@" \
 	"$vmdir/bin/kmod_lib" "$here/suite.sh" >"$log" 2>&1
 rc=$?
