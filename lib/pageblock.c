@@ -120,10 +120,9 @@ bool zc__pb_slot_live(const struct zc_pageblock *pb, unsigned slot)
 
 /* ---- class partial lists (circular, doubly linked) ---- */
 
-static void partial_push(struct zc_pool *pool, struct zc_pageblock *pb)
+/* Class lock held. */
+static void partial_link(struct zc_class *cls, struct zc_pageblock *pb)
 {
-    struct zc_class *cls = &pool->classes[pb->class_idx];
-    pthread_mutex_lock(&cls->lock);
     struct zc_pageblock *head = atomic_load_explicit(&cls->partial, memory_order_relaxed);
     if (!head) {
         pb->next = pb->prev = pb;
@@ -134,8 +133,6 @@ static void partial_push(struct zc_pool *pool, struct zc_pageblock *pb)
         head->prev->next = pb;
         head->prev = pb;
     }
-    pthread_mutex_unlock(&cls->lock);
-    ZC_STAT_ADD(pool, pageblocks_partial, 1);
 }
 
 static void partial_unlink(struct zc_class *cls, struct zc_pageblock *pb)
@@ -151,13 +148,25 @@ static void partial_unlink(struct zc_class *cls, struct zc_pageblock *pb)
     pb->next = pb->prev = NULL;
 }
 
-/* A detached pageblock with a free slot goes on its partial list, once. */
+/* A detached pageblock with a free slot goes on its partial list, once.
+ * The state change and the linking happen under the class lock, as does
+ * zc__pb_retire's unlinking: a retire must never find the pageblock
+ * LISTED but not yet on the list (it would unlink nothing, and the late
+ * link would hand a freed span to the next allocation). */
 static void pb_list_if_free(struct zc_pool *pool, struct zc_pageblock *pb)
 {
+    if (atomic_load(&pb->astate) != ZC_PB_FULL)
+        return;
+    struct zc_class *cls = &pool->classes[pb->class_idx];
+    pthread_mutex_lock(&cls->lock);
     uint32_t expect = ZC_PB_FULL;
-    if (atomic_compare_exchange_strong(&pb->astate, &expect, ZC_PB_LISTED)) {
+    bool listed = atomic_compare_exchange_strong(&pb->astate, &expect, ZC_PB_LISTED);
+    if (listed)
+        partial_link(cls, pb);
+    pthread_mutex_unlock(&cls->lock);
+    if (listed) {
         ZC_STAT_ADD(pool, pageblocks_full, -1);
-        partial_push(pool, pb);
+        ZC_STAT_ADD(pool, pageblocks_partial, 1);
     }
 }
 
