@@ -69,9 +69,11 @@ for b in $backends; do
 		[ -x "$t" ] || continue
 		case ${t##*/} in test_integrity) continue ;; esac
 		# The threaded allocator churn runs on the host in every build; here
-		# only on kmod, whose arena differs. Under TCG it has shown live
-		# objects overlapping a few times in many runs (on copy and kmod, 6.1
-		# and 6.12), a defect not found yet: see the session notes.
+		# only on kmod, whose arena differs. Under TCG it showed live objects
+		# overlapping a few times in many runs (copy and kmod, 6.1 and 6.12);
+		# the likely cause, a pageblock listed and retired at once, is fixed
+		# in lib/pageblock.c: run it on every backend again once the VM has
+		# shown no overlap over many runs.
 		if [ "${t##*/}" = test_threads ] && [ "$b" != kmod ]; then
 			echo "suite-$b: test_threads: left to the host and to kmod (see suite.sh)"
 			continue
