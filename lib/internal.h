@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "types.h"
 
@@ -146,6 +147,10 @@ ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msg
                                   struct zc_part *parts, size_t nparts, int flags);
 ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
                                 size_t nparts, size_t sent);
+
+/* For backends' poll: false once @timeout_ms have passed since @start,
+ * else a short sleep (50 us) before the caller looks again. */
+ZC_HIDDEN bool zc__poll_wait(const struct timespec *start, int timeout_ms);
 
 /* One more in-flight reference on a pageblock the caller already holds. */
 static inline void zc__inflight_get(struct zc_pool *pool, struct zc_pageblock *pb)

@@ -265,6 +265,18 @@ ZC_API int zc_pool_destroy(zc_pool *pool)
     return rc;
 }
 
+bool zc__poll_wait(const struct timespec *start, int timeout_ms)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+    if (ms >= timeout_ms)
+        return false;
+    struct timespec ts = { 0, 50 * 1000 };
+    nanosleep(&ts, NULL);
+    return true;
+}
+
 ZC_API int zc_poll(zc_pool *pool, int timeout_ms)
 {
     if (!pool || timeout_ms < 0) {

@@ -477,13 +477,8 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
         pthread_mutex_unlock(&st->rings_lock);
         if (n || !pending || timeout_ms == 0)
             return n;
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (ms >= timeout_ms)
+        if (!zc__poll_wait(&start, timeout_ms))
             return 0;
-        struct timespec ts = { 0, 50 * 1000 };
-        nanosleep(&ts, NULL);
     }
 }
 
