@@ -10,6 +10,7 @@ static void *alloc_new_pageblock(struct zc_pool *pool, struct zc_heap *heap, uns
         return NULL;
     zc__pb_init_small(pb, cls, c);
     atomic_store_explicit(&pb->owner, heap, memory_order_relaxed);
+    atomic_store_explicit(&pb->home, heap, memory_order_relaxed);
     atomic_store(&pb->astate, ZC_PB_OWNED);
     ZC_STAT_ADD(pool, pageblocks_active, 1);
     heap->current[c] = pb;

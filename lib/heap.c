@@ -20,6 +20,7 @@ static void heap_release(struct zc_heap *heap)
             heap->current[c] = NULL;
         }
     }
+    zc__pb_heap_release(pool, heap);
     for (unsigned n = 0; n <= ZC_LCACHE_MAX_PAGES; n++) {
         while (heap->large_cache[n]) {
             struct zc_pageblock *pb = heap->large_cache[n];

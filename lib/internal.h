@@ -118,6 +118,7 @@ ZC_HIDDEN void zc__pb_detach(struct zc_pool *pool, struct zc_pageblock *pb);
 ZC_HIDDEN struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls,
                                                   struct zc_heap *heap);
 ZC_HIDDEN void zc__pb_retire(struct zc_pool *pool, struct zc_pageblock *pb);
+ZC_HIDDEN void zc__pb_heap_release(struct zc_pool *pool, struct zc_heap *heap);
 ZC_HIDDEN void zc__pb_finish_free(struct zc_pool *pool, struct zc_pageblock *pb);
 ZC_HIDDEN void zc__large_release(struct zc_pool *pool, struct zc_pageblock *pb);
 

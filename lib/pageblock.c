@@ -118,15 +118,17 @@ bool zc__pb_slot_live(const struct zc_pageblock *pb, unsigned slot)
     return !((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & bit);
 }
 
-/* ---- class partial lists (circular, doubly linked) ---- */
+static void pb_release(struct zc_pool *pool, struct zc_pageblock *pb);
 
-/* Class lock held. */
-static void partial_link(struct zc_class *cls, struct zc_pageblock *pb)
+/* ---- partial lists (circular, doubly linked) ---- */
+
+/* The class's list under its lock; a heap's by its thread alone. */
+static void partial_link(_Atomic(struct zc_pageblock *) *list, struct zc_pageblock *pb)
 {
-    struct zc_pageblock *head = atomic_load_explicit(&cls->partial, memory_order_relaxed);
+    struct zc_pageblock *head = atomic_load_explicit(list, memory_order_relaxed);
     if (!head) {
         pb->next = pb->prev = pb;
-        atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
+        atomic_store_explicit(list, pb, memory_order_relaxed);
     } else {
         pb->next = head;
         pb->prev = head->prev;
@@ -135,15 +137,15 @@ static void partial_link(struct zc_class *cls, struct zc_pageblock *pb)
     }
 }
 
-static void partial_unlink(struct zc_class *cls, struct zc_pageblock *pb)
+static void partial_unlink(_Atomic(struct zc_pageblock *) *list, struct zc_pageblock *pb)
 {
     if (pb->next == pb) {
-        atomic_store_explicit(&cls->partial, NULL, memory_order_relaxed);
+        atomic_store_explicit(list, NULL, memory_order_relaxed);
     } else {
         pb->prev->next = pb->next;
         pb->next->prev = pb->prev;
-        if (atomic_load_explicit(&cls->partial, memory_order_relaxed) == pb)
-            atomic_store_explicit(&cls->partial, pb->next, memory_order_relaxed);
+        if (atomic_load_explicit(list, memory_order_relaxed) == pb)
+            atomic_store_explicit(list, pb->next, memory_order_relaxed);
     }
     pb->next = pb->prev = NULL;
 }
@@ -162,7 +164,7 @@ static void pb_list_if_free(struct zc_pool *pool, struct zc_pageblock *pb)
     uint32_t expect = ZC_PB_FULL;
     bool listed = atomic_compare_exchange_strong(&pb->astate, &expect, ZC_PB_LISTED);
     if (listed)
-        partial_link(cls, pb);
+        partial_link(&cls->partial, pb);
     pthread_mutex_unlock(&cls->lock);
     if (listed) {
         ZC_STAT_ADD(pool, pageblocks_full, -1);
@@ -193,17 +195,13 @@ static unsigned pb_free_count(const struct zc_pageblock *pb)
     return n;
 }
 
-/* Take a partial pageblock of class @cls with no sends in flight: the
- * fullest of the first few, so that the emptiest ones drain and go back to
- * the arena (this keeps memory near the live bytes under churn). */
-struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
-                                        struct zc_heap *heap)
+/* The partial pageblock to take from a list: one with no sends in flight,
+ * the fullest of the first few, so that the emptiest ones drain and go back
+ * to the arena (this keeps memory near the live bytes under churn). NULL
+ * if all of those are in flight; the head then moves on past them. */
+static struct zc_pageblock *pick_partial(_Atomic(struct zc_pageblock *) *list)
 {
-    struct zc_class *cls = &pool->classes[cls_idx];
-    if (!atomic_load_explicit(&cls->partial, memory_order_relaxed))
-        return NULL;
-    pthread_mutex_lock(&cls->lock);
-    struct zc_pageblock *head = atomic_load_explicit(&cls->partial, memory_order_relaxed);
+    struct zc_pageblock *head = atomic_load_explicit(list, memory_order_relaxed);
     struct zc_pageblock *pb = head, *best = NULL;
     unsigned best_free = ~0u;
     for (unsigned tries = 0; pb && tries < 8; tries++) {
@@ -222,15 +220,40 @@ struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
         if (pb == head)
             break;
     }
+    if (!best && head)
+        atomic_store_explicit(list, pb, memory_order_relaxed);
+    return best;
+}
+
+/* Take a partial pageblock of class @cls_idx for @heap: its own first
+ * (no lock, metadata this thread touched last), then the class's. */
+struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
+                                        struct zc_heap *heap)
+{
+    struct zc_pageblock *best;
+    if (atomic_load_explicit(&heap->partial[cls_idx], memory_order_relaxed)) {
+        best = pick_partial(&heap->partial[cls_idx]);
+        if (best) {
+            partial_unlink(&heap->partial[cls_idx], best);
+            ZC_STAT_ADD(pool, pageblocks_partial, -1);
+            ZC_STAT_ADD(pool, pageblocks_active, 1);
+            best->hint = 0;
+            zc__pb_collect(best);
+            return best;
+        }
+    }
+    struct zc_class *cls = &pool->classes[cls_idx];
+    if (!atomic_load_explicit(&cls->partial, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&cls->lock);
+    best = pick_partial(&cls->partial);
     if (!best) {
-        /* all in flight: look at others next time */
-        if (head)
-            atomic_store_explicit(&cls->partial, pb, memory_order_relaxed);
         pthread_mutex_unlock(&cls->lock);
         return NULL;
     }
-    partial_unlink(cls, best);
+    partial_unlink(&cls->partial, best);
     atomic_store_explicit(&best->owner, heap, memory_order_relaxed);
+    atomic_store_explicit(&best->home, heap, memory_order_relaxed);
     atomic_store(&best->astate, ZC_PB_OWNED);
     pthread_mutex_unlock(&cls->lock);
     ZC_STAT_ADD(pool, pageblocks_partial, -1);
@@ -238,6 +261,55 @@ struct zc_pageblock *zc__pb_pop_partial(struct zc_pool *pool, unsigned cls_idx,
     best->hint = 0;
     zc__pb_collect(best);
     return best;
+}
+
+/* The heap's thread freed into a detached pageblock its heap owned last:
+ * take it back onto the heap's own partial list, so this thread's next
+ * frees into it and its reuse need no lock. False if another thread
+ * listed, adopted or retired it first. */
+static bool pb_adopt(struct zc_pool *pool, struct zc_pageblock *pb, struct zc_heap *self)
+{
+    uint32_t expect = ZC_PB_FULL;
+    if (!atomic_compare_exchange_strong(&pb->astate, &expect, ZC_PB_OWNED))
+        return false;
+    atomic_store_explicit(&pb->owner, self, memory_order_relaxed);
+    partial_link(&self->partial[pb->class_idx], pb);
+    ZC_STAT_ADD(pool, pageblocks_full, -1);
+    ZC_STAT_ADD(pool, pageblocks_partial, 1);
+    return true;
+}
+
+/* Owner only: an empty pageblock on its heap's partial list goes back. */
+static void pb_retire_owned(struct zc_pool *pool, struct zc_pageblock *pb, struct zc_heap *self)
+{
+    partial_unlink(&self->partial[pb->class_idx], pb);
+    atomic_store_explicit(&pb->owner, NULL, memory_order_relaxed);
+    atomic_store(&pb->astate, ZC_PB_RETIRING);
+    ZC_STAT_ADD(pool, pageblocks_partial, -1);
+    pb_release(pool, pb);
+}
+
+/* Owner only (thread exit): its partial pageblocks go to the classes. */
+void zc__pb_heap_release(struct zc_pool *pool, struct zc_heap *heap)
+{
+    for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
+        struct zc_pageblock *pb;
+        while ((pb = atomic_load_explicit(&heap->partial[c], memory_order_relaxed)) != NULL) {
+            partial_unlink(&heap->partial[c], pb);
+            ZC_STAT_ADD(pool, pageblocks_partial, -1);
+            ZC_STAT_ADD(pool, pageblocks_active, 1);
+            zc__pb_detach(pool, pb);
+        }
+    }
+}
+
+/* A word of @pb's slots holds nothing live: the cheap test before a full
+ * emptiness check. */
+static bool word_free(const struct zc_pageblock *pb, unsigned w)
+{
+    uint64_t mask = (w + 1) * 64 <= pb->nslots ? ~(uint64_t)0
+                                               : ((uint64_t)1 << (pb->nslots % 64)) - 1;
+    return ((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & mask) == mask;
 }
 
 int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb, unsigned slot,
@@ -254,19 +326,24 @@ int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb, unsigned slo
         atomic_store_explicit(&pb->local_free[w], v | bit, memory_order_relaxed);
         if (w < pb->hint)
             pb->hint = (uint16_t)w;
+        /* an emptied pageblock other than the one it allocates from goes */
+        if (self->current[pb->class_idx] != pb && word_free(pb, w) && zc__pb_is_empty(pb))
+            pb_retire_owned(pool, pb, self);
         return 0;
     }
     if (atomic_fetch_or(&pb->xthread_free[w], bit) & bit)
         return -EINVAL; /* double free, racing with itself */
     uint32_t st = atomic_load(&pb->astate);
+    if (st == ZC_PB_FULL && self && atomic_load_explicit(&pb->home, memory_order_relaxed) == self &&
+        pb_adopt(pool, pb, self)) {
+        zc__pb_collect(pb);
+        if (word_free(pb, w) && zc__pb_is_empty(pb))
+            pb_retire_owned(pool, pb, self);
+        return 0;
+    }
     if (st == ZC_PB_FULL)
         pb_list_if_free(pool, pb);
-    /* cheap filter first: this slot's word must be wholly free */
-    uint64_t word_mask = (w + 1) * 64 <= pb->nslots ? ~(uint64_t)0
-                                                    : ((uint64_t)1 << (pb->nslots % 64)) - 1;
-    if ((st == ZC_PB_FULL || st == ZC_PB_LISTED) &&
-        ((atomic_load(&pb->local_free[w]) | atomic_load(&pb->xthread_free[w])) & word_mask) == word_mask &&
-        zc__pb_is_empty(pb))
+    if ((st == ZC_PB_FULL || st == ZC_PB_LISTED) && word_free(pb, w) && zc__pb_is_empty(pb))
         zc__pb_retire(pool, pb);
     return 0;
 }
@@ -317,7 +394,7 @@ void zc__pb_retire(struct zc_pool *pool, struct zc_pageblock *pb)
         st = ZC_PB_LISTED;
         bool mine = atomic_compare_exchange_strong(&pb->astate, &st, ZC_PB_RETIRING);
         if (mine)
-            partial_unlink(cls, pb);
+            partial_unlink(&cls->partial, pb);
         pthread_mutex_unlock(&cls->lock);
         if (!mine)
             return;

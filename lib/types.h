@@ -29,7 +29,7 @@
 
 /* Allocation state of a pageblock (who may take its free slots). */
 enum zc_alloc_state {
-    ZC_PB_OWNED = 1,    /* a heap allocates from it; only it moves local bits */
+    ZC_PB_OWNED = 1,    /* a heap's current or on its partial list; only it moves local bits */
     ZC_PB_FULL,         /* detached, no free slot seen at detach time */
     ZC_PB_LISTED,       /* detached, on its class's partial list */
     ZC_PB_RETIRING,     /* empty, being returned to the span allocator */
@@ -67,6 +67,7 @@ struct zc_pageblock {
     bool committed;         /* free span: may hold committed pages */
     _Atomic uint32_t astate;
     _Atomic(struct zc_heap *) owner;
+    _Atomic(struct zc_heap *) home; /* the last heap that owned it (never cleared) */
     _Atomic uint32_t prot;
     _Atomic uint32_t in_flight;
     _Atomic uint32_t sealed;
@@ -98,6 +99,9 @@ struct zc_class {
 struct zc_heap {
     struct zc_pool *pool;
     struct zc_pageblock *current[ZC_NUM_CLASSES];
+    /* Pageblocks it owns with free slots, besides current (circular):
+     * its own frees bring them here without a lock. */
+    _Atomic(struct zc_pageblock *) partial[ZC_NUM_CLASSES];
     /* Freed large runs by page count, reused without the span lock. */
     struct zc_pageblock *large_cache[ZC_LCACHE_MAX_PAGES + 1];
     size_t large_cache_pages;

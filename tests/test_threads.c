@@ -186,11 +186,97 @@ static void cross_thread_frees_are_reused(void **state)
     zc_pool_destroy(pool);
 }
 
+/* A thread's frees bring its own pageblocks back to its heap (no lock);
+ * at its exit they go to the pool for any thread, and nothing is lost. */
+static char **own;
+static size_t own_n;
+static pthread_barrier_t own_freed, own_checked;
+
+static void *own_frees(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < 2 * own_n + 1; i++) {
+        own[i] = zc_alloc(pool, 1024);
+        if (!own[i])
+            atomic_fetch_add(&free_errors, 1);
+    }
+    struct zc_stats st;
+    /* two pageblocks filled, a third current; a free into the first
+     * puts it on this thread's partial list */
+    if (zc_free(pool, own[3]))
+        atomic_fetch_add(&free_errors, 1);
+    zc_stats(pool, &st);
+    if (st.pageblocks_active != 1 || st.pageblocks_full != 1 || st.pageblocks_partial != 1)
+        atomic_fetch_add(&pattern_errors, 1);
+    /* the main thread allocates now: the slot stays this thread's */
+    pthread_barrier_wait(&own_freed);
+    pthread_barrier_wait(&own_checked);
+    zc_stats(pool, &st);
+    /* the current pageblock still has room: it goes first */
+    own[3] = zc_alloc(pool, 1024);
+    if (!own[3] || zc__lookup(pool, own[3]) != zc__lookup(pool, own[2 * own_n]))
+        atomic_fetch_add(&pattern_errors, 1);
+    /* emptying the second pageblock returns it at once */
+    int64_t committed = (int64_t)st.bytes_committed;
+    for (size_t i = own_n; i < 2 * own_n; i++)
+        if (zc_free(pool, own[i]))
+            atomic_fetch_add(&free_errors, 1);
+    zc_stats(pool, &st);
+    if (st.pageblocks_full != 0 ||
+        (int64_t)st.bytes_committed !=
+            committed - (int64_t)pool->classes[zc__size_class(1024)].npages * (int64_t)ZC_PAGE_SIZE)
+        atomic_fetch_add(&pattern_errors, 1);
+    return NULL;
+}
+
+static void own_pageblocks_come_back_and_outlive_the_thread(void **state)
+{
+    (void)state;
+    pool = test_pool("copy", 0, 0);
+    atomic_store(&free_errors, 0);
+    atomic_store(&pattern_errors, 0);
+    own_n = pool->classes[zc__size_class(1024)].nslots;
+    own = calloc(2 * own_n + 1, sizeof(*own));
+    assert_non_null(own);
+    pthread_barrier_init(&own_freed, NULL, 2);
+    pthread_barrier_init(&own_checked, NULL, 2);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, own_frees, NULL), 0);
+    pthread_barrier_wait(&own_freed);
+    char *mine = zc_alloc(pool, 1024);
+    bool took_theirs = !mine || zc__lookup(pool, mine) == zc__lookup(pool, own[0]);
+    pthread_barrier_wait(&own_checked);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&own_freed);
+    pthread_barrier_destroy(&own_checked);
+    assert_false(took_theirs);
+    assert_int_equal(atomic_load(&free_errors), 0);
+    assert_int_equal(atomic_load(&pattern_errors), 0);
+    /* the thread is gone: its current and its partial pageblock wait on
+     * the class's list; this thread's own is active */
+    struct zc_stats st;
+    zc_stats(pool, &st);
+    assert_int_equal(st.pageblocks_active, 1);
+    assert_int_equal(st.pageblocks_full, 0);
+    assert_int_equal(st.pageblocks_partial, 2);
+    assert_int_equal(zc_free(pool, mine), 0);
+    for (size_t i = 0; i < 2 * own_n + 1; i++)
+        if (i < own_n || i >= 2 * own_n)
+            assert_int_equal(zc_free(pool, own[i]), 0);
+    zc_stats(pool, &st);
+    assert_int_equal(st.pageblocks_full + st.pageblocks_partial, 0);
+    assert_true(st.bytes_committed <= (size_t)pool->classes[zc__size_class(1024)].npages *
+                                           ZC_PAGE_SIZE);
+    free(own);
+    zc_pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(churn_from_two_threads_keeps_every_object_intact),
         cmocka_unit_test(cross_thread_frees_are_reused),
+        cmocka_unit_test(own_pageblocks_come_back_and_outlive_the_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
