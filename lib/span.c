@@ -249,6 +249,9 @@ struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages)
         pb = carve(pool, npages);
     }
     if (pb) {
+        /* No longer free, before the lock goes: a neighbour freed now
+         * must not coalesce with it while its taker sets it up. */
+        atomic_store_explicit(&pb->astate, ZC_PB_CARVED, memory_order_relaxed);
         pool->used_pages += npages;
         pb->committed = false;
         atomic_store_explicit(&pb->pending_free, false, memory_order_relaxed);

@@ -38,6 +38,7 @@ enum zc_alloc_state {
     ZC_PB_SPAN_FREE,    /* a free span of the span allocator */
     ZC_PB_SPAN_PURGING, /* a free span whose pages are being given back */
     ZC_PB_LARGE_CACHED, /* a freed large object's run kept by a heap */
+    ZC_PB_CARVED,       /* taken from the span allocator, not yet set up by its taker */
 };
 
 /* Protection state; only PROTECTED pages may be sent without a copy. */

@@ -271,12 +271,110 @@ static void own_pageblocks_come_back_and_outlive_the_thread(void **state)
     zc_pool_destroy(pool);
 }
 
+/* Page runs freed and taken at a high rate by two threads, as allocbench
+ * does with a small live set: a run just taken from the span allocator
+ * must never be merged into a neighbour freed at that moment (it was, and
+ * the same pages went to two objects, or zc_alloc returned NULL). */
+#define RUN_LIVE 1500
+#define RUN_OPS (400000 / TEST_SCALE_DIV)
+#define RUN_STRIDE 64 /* grains: the shadow is checked every 512 bytes */
+
+static void shadow_claim_sampled(const struct obj *o, uint8_t tag)
+{
+    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
+    for (size_t g = g0;; g = g + RUN_STRIDE < g1 ? g + RUN_STRIDE : g1) {
+        uint8_t expect = 0;
+        if (!atomic_compare_exchange_strong(&shadow[g], &expect, tag))
+            atomic_fetch_add(&overlap_errors, 1);
+        if (g == g1)
+            break;
+    }
+}
+
+static void shadow_release_sampled(const struct obj *o)
+{
+    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
+    for (size_t g = g0;; g = g + RUN_STRIDE < g1 ? g + RUN_STRIDE : g1) {
+        atomic_store(&shadow[g], 0);
+        if (g == g1)
+            break;
+    }
+}
+
+static void *run_churn(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    unsigned rs = 777u + id;
+    struct obj *live = calloc(RUN_LIVE, sizeof(*live));
+    if (!live) {
+        atomic_fetch_add(&free_errors, 1);
+        return NULL;
+    }
+    uint64_t seq = (uint64_t)(id + 1) << 40;
+    uint64_t deadline = test_now_ns() + 20ull * 1000000000ull;
+    for (size_t i = 0; i < RUN_LIVE * 2 + RUN_OPS; i++) {
+        size_t k = i < RUN_LIVE ? i : (size_t)rand_r(&rs) % RUN_LIVE;
+        if (i >= RUN_LIVE) {
+            shadow_release_sampled(&live[k]);
+            if (zc_free(pool, live[k].p) != 0)
+                atomic_fetch_add(&free_errors, 1);
+        }
+        /* half page runs (32 KiB..64 KiB), half pageblock objects */
+        struct obj o = { .seed = ++seq };
+        o.size = (rand_r(&rs) & 1) ? 32769 + (size_t)rand_r(&rs) % 32768
+                                   : 64 + (size_t)rand_r(&rs) % 32704;
+        o.p = zc_alloc(pool, o.size);
+        if (!o.p) {
+            atomic_fetch_add(&free_errors, 1);
+            break;
+        }
+        o.p[0] = 1;
+        o.p[o.size - 1] = 1;
+        shadow_claim_sampled(&o, (uint8_t)(id + 1));
+        live[k] = o;
+        if ((i & 1023) == 0 && test_now_ns() > deadline)
+            break;
+    }
+    for (size_t k = 0; k < RUN_LIVE; k++) {
+        shadow_release_sampled(&live[k]);
+        if (zc_free(pool, live[k].p) != 0)
+            atomic_fetch_add(&free_errors, 1);
+    }
+    free(live);
+    return NULL;
+}
+
+static void page_runs_churned_by_two_threads_never_overlap(void **state)
+{
+    (void)state;
+    pool = test_pool("copy", 0, (size_t)1 << 30);
+    shadow = calloc(pool->arena_size / GRAIN, 1);
+    assert_non_null(shadow);
+    atomic_store(&overlap_errors, 0);
+    atomic_store(&free_errors, 0);
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, run_churn, (void *)i), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&free_errors), 0);
+    assert_int_equal(atomic_load(&overlap_errors), 0);
+    struct zc_stats st;
+    zc_stats(pool, &st);
+    assert_int_equal(st.large_objects, 0);
+    assert_int_equal(st.pageblocks_active + st.pageblocks_full + st.pageblocks_partial, 0);
+    assert_int_equal(st.bytes_committed, 0);
+    free((void *)shadow);
+    zc_pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(churn_from_two_threads_keeps_every_object_intact),
         cmocka_unit_test(cross_thread_frees_are_reused),
         cmocka_unit_test(own_pageblocks_come_back_and_outlive_the_thread),
+        cmocka_unit_test(page_runs_churned_by_two_threads_never_overlap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
