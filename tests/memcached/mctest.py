@@ -6,7 +6,9 @@ server already listening on 127.0.0.1.
   mctest.py concurrent --port P --udp-port U [--seconds S]
 
 smoke: set/get/delete/incr/decr/append/prepend over TCP and UDP with values
-from 1 B to 1 MiB, every reply checked byte for byte.
+from 1 B to 1 MiB, every reply checked byte for byte; with --expect-zcopy,
+`stats zcopy` must show a value of zcopy_min bytes or more (at least 64 KiB)
+in the pool and a smaller one not, and the pool value freed on delete.
 concurrent: writers overwrite keys and deleters delete them while readers
 GET them over TCP and UDP; every value read must be one that was set for
 that key (zero wrong values). Bounded in operations and time.
@@ -260,9 +262,7 @@ def smoke(args):
         c.check(r.startswith(b"SERVER_ERROR"), "value over -I refused: %r" % r)
     tcp_step("too large", too_large)
 
-    def pool_in_use():
-        if not args.expect_zcopy:
-            return
+    def zcopy_stats():
         t.send(b"stats zcopy\r\n")
         stats = {}
         while True:
@@ -272,11 +272,38 @@ def smoke(args):
             p = line.split()
             if len(p) == 3 and p[0] == b"STAT":
                 stats[p[1].decode()] = p[2].decode()
-        if args.expect_zcopy:
-            c.check(int(stats.get("zcopy_sends", "0")) > 0, "stats zcopy shows pool sends: %r" % stats)
-            if args.backend:
-                c.check(stats.get("zcopy_backend") == args.backend,
-                        "backend is %s: %r" % (args.backend, stats.get("zcopy_backend")))
+        return stats
+
+    def pool_in_use():
+        if not args.expect_zcopy:
+            return
+        stats = zcopy_stats()
+        c.check(int(stats.get("zcopy_sends", "0")) > 0, "stats zcopy shows pool sends: %r" % stats)
+        if args.backend:
+            c.check(stats.get("zcopy_backend") == args.backend,
+                    "backend is %s: %r" % (args.backend, stats.get("zcopy_backend")))
+        # Values of zcopy_min bytes and more live in the pool, smaller ones
+        # in their slab chunks; deleting frees the pool value.
+        zmin = int(stats.get("zcopy_min", "0"))
+        items = int(stats.get("zcopy_items", "-1"))
+        big = max(zmin, 65536)
+        kb, vb = b"smoke:pool", value_for(b"smoke:pool", 1, big)
+        c.check(t.cmd(b"set %s 0 0 %d" % (kb, big), vb) == b"STORED", "set %d B" % big)
+        st = zcopy_stats()
+        c.check(int(st.get("zcopy_items", "-1")) == items + 1 and int(st.get("zcopy_bytes", "0")) >= big,
+                "a %d B value is in the pool: %r" % (big, st))
+        c.check(t.get(kb) == (0, vb), "get %d B from the pool byte for byte" % big)
+        if zmin > 1:
+            small = zmin - 1
+            ks, vs = b"smoke:slab", value_for(b"smoke:slab", 1, small)
+            c.check(t.cmd(b"set %s 0 0 %d" % (ks, small), vs) == b"STORED", "set %d B" % small)
+            c.check(int(zcopy_stats().get("zcopy_items", "-1")) == items + 1,
+                    "a %d B value (below zcopy_min) is not in the pool" % small)
+            c.check(t.get(ks) == (0, vs), "get %d B from the slabs byte for byte" % small)
+            c.check(t.cmd(b"delete " + ks) == b"DELETED", "delete %d B" % small)
+        c.check(t.cmd(b"delete " + kb) == b"DELETED", "delete %d B" % big)
+        c.check(int(zcopy_stats().get("zcopy_items", "-1")) == items,
+                "delete freed the pool value")
     tcp_step("stats zcopy", pool_in_use)
 
     t.close()
@@ -433,7 +460,8 @@ def main():
     ap.add_argument("--keys", type=int, default=24)
     ap.add_argument("--writers", type=int, default=3)
     ap.add_argument("--readers", type=int, default=4)
-    ap.add_argument("--expect-zcopy", action="store_true", help="check `stats zcopy` shows pool sends")
+    ap.add_argument("--expect-zcopy", action="store_true",
+                    help="check `stats zcopy`: pool sends, and large values in the pool")
     ap.add_argument("--backend", default=None, help="with --expect-zcopy: the backend the pool must use")
     args = ap.parse_args()
     ok = smoke(args) if args.mode == "smoke" else concurrent(args)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke and concurrent tests of memcached patched with zcopy, one server per
 # zcopy backend that works on this machine (zcopy-probe), each on 127.0.0.1
-# only, with -o zcopy. Build the server first: examples/memcached/build.sh.
+# only, with -o zcopy; then the smoke test again on a server with
+# -o zcopy_min=0 (every value in the pool, the small ones too). Build the
+# server first: examples/memcached/build.sh.
 #
 #   tests/memcached/run.sh [MEMCACHED_BINARY]
 #
@@ -59,10 +61,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 for backend in $backends; do
+for variant in default min0; do
+  extra=() modes="smoke concurrent" name=$backend
+  if [ "$variant" = min0 ]; then
+    extra=(-o zcopy_min=0) modes=smoke name=$backend-min0
+  fi
   port=$(free_port tcp)
   udp=$(free_port udp)
   ZC_BACKEND=$backend "$bin" "${user_args[@]}" -l 127.0.0.1 -p "$port" -U "$udp" \
-    -m 256 -I 2m -t 4 -o zcopy >"$tmp/server-$backend.log" 2>&1 &
+    -m 256 -I 2m -t 4 -o zcopy "${extra[@]}" >"$tmp/server-$name.log" 2>&1 &
   pid=$!
   up=0
   for _ in $(seq 1 50); do
@@ -74,26 +81,27 @@ for backend in $backends; do
     sleep 0.1
   done
   if [ "$up" -ne 1 ]; then
-    echo "== $backend: server did not start"
-    cat "$tmp/server-$backend.log"
+    echo "== $name: server did not start"
+    cat "$tmp/server-$name.log"
     failed=$((failed + 1))
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     continue
   fi
-  for mode in smoke concurrent; do
-    echo "== $mode, ZC_BACKEND=$backend"
+  for mode in $modes; do
+    echo "== $mode, ZC_BACKEND=$backend ${extra[*]}"
     timeout $((seconds + 180)) python3 "$here/mctest.py" "$mode" --port "$port" --udp-port "$udp" \
-      --seconds "$seconds" --expect-zcopy --backend "$backend" 2>&1 | tee "$tmp/$mode-$backend.log" | tail -n 25
-    add_counts "$tmp/$mode-$backend.log"
+      --seconds "$seconds" --expect-zcopy --backend "$backend" 2>&1 | tee "$tmp/$mode-$name.log" | tail -n 25
+    add_counts "$tmp/$mode-$name.log"
   done
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  if grep -qiE "assert|sanitizer|segmentation" "$tmp/server-$backend.log"; then
-    echo "server log of $backend shows a crash:"
-    cat "$tmp/server-$backend.log"
+  if grep -qiE "assert|sanitizer|segmentation" "$tmp/server-$name.log"; then
+    echo "server log of $name shows a crash:"
+    cat "$tmp/server-$name.log"
     failed=$((failed + 1))
   fi
+done
 done
 
 echo "memcached tests: $passed passed, $failed failed"
