@@ -35,21 +35,29 @@ static size_t grain_of(const char *p)
     return (size_t)(p - (char *)pool->arena) / GRAIN;
 }
 
-static void shadow_claim(const struct obj *o, uint8_t tag)
+/* Tag every @stride-th grain of @o, and its last; tag 0 releases. */
+static void shadow_mark(const struct obj *o, uint8_t tag, size_t stride)
 {
     size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
-    for (size_t g = g0; g <= g1; g++) {
+    for (size_t g = g0;; g = g + stride < g1 ? g + stride : g1) {
         uint8_t expect = 0;
-        if (!atomic_compare_exchange_strong(&shadow[g], &expect, tag))
+        if (!tag)
+            atomic_store(&shadow[g], 0);
+        else if (!atomic_compare_exchange_strong(&shadow[g], &expect, tag))
             atomic_fetch_add(&overlap_errors, 1);
+        if (g == g1)
+            break;
     }
+}
+
+static void shadow_claim(const struct obj *o, uint8_t tag)
+{
+    shadow_mark(o, tag, 1);
 }
 
 static void shadow_release(const struct obj *o)
 {
-    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
-    for (size_t g = g0; g <= g1; g++)
-        atomic_store(&shadow[g], 0);
+    shadow_mark(o, 0, 1);
 }
 
 /* memcached-like: mostly small values, some up to 64 KiB, a few large. */
@@ -117,24 +125,26 @@ static void *churn(void *arg)
     return NULL;
 }
 
-static void churn_from_two_threads_keeps_every_object_intact(void **state)
+/* A fresh pool and shadow map, and @fn run by two threads (ids 0 and 1). */
+static void run_two_threads(void *(*fn)(void *))
 {
-    (void)state;
     pool = test_pool("copy", 0, (size_t)1 << 30);
     shadow = calloc(pool->arena_size / GRAIN, 1);
     assert_non_null(shadow);
+    atomic_store(&overlap_errors, 0);
+    atomic_store(&pattern_errors, 0);
+    atomic_store(&free_errors, 0);
     pthread_t t[2];
     for (uintptr_t i = 0; i < 2; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, churn, (void *)i), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, fn, (void *)i), 0);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
-    while (handoff.n)
-        release(&handoff.items[--handoff.n]);
-    assert_int_equal(atomic_load(&overlap_errors), 0);
-    assert_int_equal(atomic_load(&pattern_errors), 0);
-    assert_int_equal(atomic_load(&free_errors), 0);
-    /* no lost slot: with every object freed and both threads gone, every
-     * pageblock went back to the arena */
+}
+
+/* No lost slot: with every object freed and both threads gone, every
+ * pageblock and run went back to the arena. Then the pool goes. */
+static void end_two_threads(void)
+{
     struct zc_stats st;
     zc_stats(pool, &st);
     assert_int_equal(st.large_objects, 0);
@@ -142,22 +152,40 @@ static void churn_from_two_threads_keeps_every_object_intact(void **state)
     assert_int_equal(st.pageblocks_full, 0);
     assert_int_equal(st.pageblocks_partial, 0);
     assert_int_equal(st.bytes_committed, 0);
-    for (size_t g = 0; g < pool->arena_size / GRAIN; g += 4096)
-        assert_int_equal(atomic_load(&shadow[g]), 0);
     free((void *)shadow);
     zc_pool_destroy(pool);
+}
+
+static void churn_from_two_threads_keeps_every_object_intact(void **state)
+{
+    (void)state;
+    run_two_threads(churn);
+    while (handoff.n)
+        release(&handoff.items[--handoff.n]);
+    assert_int_equal(atomic_load(&overlap_errors), 0);
+    assert_int_equal(atomic_load(&pattern_errors), 0);
+    assert_int_equal(atomic_load(&free_errors), 0);
+    for (size_t g = 0; g < pool->arena_size / GRAIN; g += 4096)
+        assert_int_equal(atomic_load(&shadow[g]), 0);
+    end_two_threads();
 }
 
 /* One thread allocates, the other frees: slots come back to the allocator. */
 #define XFER 20000
 static char *xfer[XFER];
 
+/* zc_free each of @n objects, counting failures in free_errors. */
+static void free_each(char **objs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (zc_free(pool, objs[i]) != 0)
+            atomic_fetch_add(&free_errors, 1);
+}
+
 static void *free_all(void *arg)
 {
     (void)arg;
-    for (size_t i = 0; i < XFER; i++)
-        if (zc_free(pool, xfer[i]) != 0)
-            atomic_fetch_add(&free_errors, 1);
+    free_each(xfer, XFER);
     return NULL;
 }
 
@@ -218,9 +246,7 @@ static void *own_frees(void *arg)
         atomic_fetch_add(&pattern_errors, 1);
     /* emptying the second pageblock returns it at once */
     int64_t committed = (int64_t)st.bytes_committed;
-    for (size_t i = own_n; i < 2 * own_n; i++)
-        if (zc_free(pool, own[i]))
-            atomic_fetch_add(&free_errors, 1);
+    free_each(own + own_n, own_n);
     zc_stats(pool, &st);
     if (st.pageblocks_full != 0 ||
         (int64_t)st.bytes_committed !=
@@ -279,28 +305,6 @@ static void own_pageblocks_come_back_and_outlive_the_thread(void **state)
 #define RUN_OPS (400000 / TEST_SCALE_DIV)
 #define RUN_STRIDE 64 /* grains: the shadow is checked every 512 bytes */
 
-static void shadow_claim_sampled(const struct obj *o, uint8_t tag)
-{
-    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
-    for (size_t g = g0;; g = g + RUN_STRIDE < g1 ? g + RUN_STRIDE : g1) {
-        uint8_t expect = 0;
-        if (!atomic_compare_exchange_strong(&shadow[g], &expect, tag))
-            atomic_fetch_add(&overlap_errors, 1);
-        if (g == g1)
-            break;
-    }
-}
-
-static void shadow_release_sampled(const struct obj *o)
-{
-    size_t g0 = grain_of(o->p), g1 = grain_of(o->p + o->size - 1);
-    for (size_t g = g0;; g = g + RUN_STRIDE < g1 ? g + RUN_STRIDE : g1) {
-        atomic_store(&shadow[g], 0);
-        if (g == g1)
-            break;
-    }
-}
-
 static void *run_churn(void *arg)
 {
     unsigned id = (unsigned)(uintptr_t)arg;
@@ -315,7 +319,7 @@ static void *run_churn(void *arg)
     for (size_t i = 0; i < RUN_LIVE * 2 + RUN_OPS; i++) {
         size_t k = i < RUN_LIVE ? i : (size_t)rand_r(&rs) % RUN_LIVE;
         if (i >= RUN_LIVE) {
-            shadow_release_sampled(&live[k]);
+            shadow_mark(&live[k], 0, RUN_STRIDE);
             if (zc_free(pool, live[k].p) != 0)
                 atomic_fetch_add(&free_errors, 1);
         }
@@ -330,13 +334,13 @@ static void *run_churn(void *arg)
         }
         o.p[0] = 1;
         o.p[o.size - 1] = 1;
-        shadow_claim_sampled(&o, (uint8_t)(id + 1));
+        shadow_mark(&o, (uint8_t)(id + 1), RUN_STRIDE);
         live[k] = o;
         if ((i & 1023) == 0 && test_now_ns() > deadline)
             break;
     }
     for (size_t k = 0; k < RUN_LIVE; k++) {
-        shadow_release_sampled(&live[k]);
+        shadow_mark(&live[k], 0, RUN_STRIDE);
         if (zc_free(pool, live[k].p) != 0)
             atomic_fetch_add(&free_errors, 1);
     }
@@ -347,25 +351,10 @@ static void *run_churn(void *arg)
 static void page_runs_churned_by_two_threads_never_overlap(void **state)
 {
     (void)state;
-    pool = test_pool("copy", 0, (size_t)1 << 30);
-    shadow = calloc(pool->arena_size / GRAIN, 1);
-    assert_non_null(shadow);
-    atomic_store(&overlap_errors, 0);
-    atomic_store(&free_errors, 0);
-    pthread_t t[2];
-    for (uintptr_t i = 0; i < 2; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, run_churn, (void *)i), 0);
-    for (int i = 0; i < 2; i++)
-        pthread_join(t[i], NULL);
+    run_two_threads(run_churn);
     assert_int_equal(atomic_load(&free_errors), 0);
     assert_int_equal(atomic_load(&overlap_errors), 0);
-    struct zc_stats st;
-    zc_stats(pool, &st);
-    assert_int_equal(st.large_objects, 0);
-    assert_int_equal(st.pageblocks_active + st.pageblocks_full + st.pageblocks_partial, 0);
-    assert_int_equal(st.bytes_committed, 0);
-    free((void *)shadow);
-    zc_pool_destroy(pool);
+    end_two_threads();
 }
 
 int main(void)
