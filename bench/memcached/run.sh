@@ -8,12 +8,16 @@
 #
 # For every value size, RUNS times, stock and patched (one server per zcopy
 # backend) interleaved, each on a fresh server: prefill, then memcaslap
-# (GET:SET 9:1, fixed value size) for SECONDS over TCP (and over UDP for sizes
-# up to UDP_MAX), then mcverify (this directory's client) reads for 1 s and
-# checks every value byte for byte (wrong must be 0). The server's own
-# rusage (stats rusage_user + rusage_system) and cmd_get around the memcaslap
-# run give GETs per second and server CPU per GET. Rows go to OUT/results.tsv,
-# medians with min..max to OUT/summary.txt.
+# (GET:SET 9:1, fixed value size, every GET reply checked against what it set:
+# --verify=1.0) for SECONDS over TCP (and over UDP for sizes up to UDP_MAX),
+# then mcverify (this directory's client) reads for 1 s and checks every value
+# byte for byte; wrong = memcaslap's verify_failed + mcverify's wrong (must
+# be 0). The server's own rusage (stats rusage_user + rusage_system) and
+# cmd_get around the memcaslap
+# run give GETs per second and server CPU per GET (its inverse: GETs per second
+# per server core). Rows go to OUT/results.tsv; summarize.py writes medians with
+# min..max and ratios to stock to OUT/summary.txt, and with gnuplot the plots
+# OUT/memcached-tcp.png and OUT/memcached-udp.png (mcbench.gp).
 #
 # Defaults: RUNS=5, SECONDS=10, SIZES="256 512 4096 16384 65536 262144",
 # BACKENDS from zcopy-probe, UDP_MAX=1024, OUT=build/memcached/bench.
@@ -31,7 +35,7 @@ while getopts "r:d:z:b:u:o:" o; do
   case $o in
     r) runs=$OPTARG ;; d) secs=$OPTARG ;; z) sizes=$OPTARG ;; b) backends=$OPTARG ;;
     u) udp_max=$OPTARG ;; o) out=$OPTARG ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -103,13 +107,17 @@ one_run() { # one_run SIZE PROTO VARIANT BACKEND RUN
   [ "$proto" = udp ] && udp=(-U)
   before=$(stats)
   $RX taskset -c 1 memcaslap -s "$SRV:$PORT" -T 1 -c 16 -X "$size" -F "$cfg" -t "${secs}s" \
-    "${udp[@]}" >"$out/memcaslap.log" 2>&1 || true
+    --verify=1.0 "${udp[@]}" >"$out/memcaslap.log" 2>&1 || true
   after=$(stats)
   local u=()
   [ "$proto" = udp ] && u=(-u)
   vline=$($RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$keys" -z "$size" -t 1 -r 0 "${u[@]}" 2>>"$out/verify.err" || true)
   stop_server
   wrong=$(sed -nE 's/.* wrong=([0-9]+).*/\1/p' <<<"$vline")
+  # memcaslap checked every GET reply against what it set (--verify=1.0)
+  local vfail
+  vfail=$(sed -nE 's/^verify_failed: ([0-9]+)/\1/p' "$out/memcaslap.log")
+  [ -n "$wrong" ] && [ -n "$vfail" ] && wrong=$((wrong + vfail)) || wrong=""
   vgets=$(sed -nE 's/.* gets=([0-9]+).*/\1/p' <<<"$vline")
   vlost=$(sed -nE 's/.* lost=([0-9]+).*/\1/p' <<<"$vline")
   python3 - "$before" "$after" "$secs" "$size" "$proto" "$variant${backend:+:$backend}" "$run" \
@@ -139,24 +147,12 @@ for size in $sizes; do
   done
 done
 
-python3 - "$results" >"$out/summary.txt" <<'EOF'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-groups = {}
-for r in rows:
-    groups.setdefault((int(r["size"]), r["proto"]), {}).setdefault(r["variant"], []).append(r)
-print("size\tproto\tvariant\truns\tGETs/s median (min..max)\tCPU us/GET median (min..max)\tvs stock GETs/s\twrong")
-for (size, proto), vs in sorted(groups.items()):
-    base = None
-    for v in sorted(vs, key=lambda x: (x != "stock", x)):
-        g = [float(r["gets_per_s"]) for r in vs[v]]
-        c = [float(r["cpu_us_per_get"]) for r in vs[v]]
-        wrong = sum(int(r["wrong"]) if r["wrong"].isdigit() else 1 for r in vs[v])
-        med = statistics.median(g)
-        if v == "stock":
-            base = med
-        ratio = "%.3f" % (med / base) if base else "-"
-        print("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%s\t%d" % (
-            size, proto, v, len(g), med, min(g), max(g), statistics.median(c), min(c), max(c), ratio, wrong))
-EOF
+"$here/summarize.py" "$results" "$out" >/dev/null
+if command -v gnuplot >/dev/null; then
+  nv=$(awk 'NR == 1 { print (NF - 2) / 4 }' "$out/plot-tcp.dat")
+  for proto in tcp udp; do
+    [ -s "$out/plot-$proto.dat" ] || continue
+    gnuplot -e "dat='$out/plot-$proto.dat'; out='$out/memcached-$proto.png'; ttl='memcached 1.6.18 on veth+XDP, $proto: stock vs zcopy'; nv=$nv" "$here/mcbench.gp"
+  done
+fi
 cat "$out/summary.txt"
