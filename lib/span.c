@@ -7,13 +7,17 @@
  */
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "internal.h"
 
-/* A free span not reused within this many span frees goes back to the
- * kernel: spans freed and reused at once under churn skip the cost of
- * page faults, while holes that stay unused stop costing memory. */
-#define ZC_SPAN_AGE 2048
+/* A free span not reused within this many milliseconds goes back to the
+ * kernel (checked when spans are freed): spans freed and reused at once
+ * under churn skip the page faults, and with two threads the TLB
+ * shootdown each purge sends the other CPU (allocbench, 2 threads: about
+ * 1.5x the throughput of purging after 2048 span frees, RSS within 1%);
+ * holes that stay unused stop costing memory. */
+#define ZC_SPAN_AGE_MS 100
 /* And free committed memory never exceeds 1/ZC_FREE_DIV of the used. */
 #define ZC_FREE_DIV 16
 #define ZC_FREE_COMMITTED_MIN ((size_t)1 << 20)
@@ -122,14 +126,21 @@ static void age_append(struct zc_pool *pool, struct zc_pageblock *pb)
 /* Give the oldest free spans' pages back to the kernel. Called with the
  * span lock held; drops it around madvise so other threads are not held up
  * by the system call. */
-static void purge_old(struct zc_pool *pool)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void purge_old(struct zc_pool *pool, uint64_t now)
 {
     size_t limit = pool->used_pages / ZC_FREE_DIV;
     if (limit < (ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT))
         limit = ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT;
     struct zc_pageblock *pb;
     for (unsigned n = 0; n < 16 && (pb = pool->age_head) != NULL &&
-                         (pool->span_frees - pb->freed_at > ZC_SPAN_AGE ||
+                         (now - pb->freed_at > ZC_SPAN_AGE_MS ||
                           pool->free_committed_pages > limit);
          n++) {
         age_remove(pool, pb);
@@ -303,11 +314,12 @@ void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
             meta_delete(pool, right);
         }
     }
-    pb->freed_at = ++pool->span_frees;
+    uint64_t now = now_ms();
+    pb->freed_at = now;
     map_free_ends(pool, pb, meta_index(pool, pb));
     bin_insert(pool, pb);
     age_append(pool, pb);
-    purge_old(pool);
+    purge_old(pool, now);
 }
 
 void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb)

@@ -82,7 +82,7 @@ struct zc_pageblock {
     struct zc_pageblock *next, *prev;
     /* Free span: committed spans in the order they were freed. */
     struct zc_pageblock *age_next, *age_prev;
-    uint64_t freed_at;
+    uint64_t freed_at;      /* free span: when, in CLOCK_MONOTONIC_COARSE ms */
 };
 
 struct zc_class {
@@ -165,7 +165,6 @@ struct zc_pool {
     _Atomic(struct zc_pageblock *) deferred; /* read unlocked as a hint */
     size_t free_committed_pages;
     struct zc_pageblock *age_head, *age_tail; /* oldest first */
-    uint64_t span_frees;
     size_t used_pages;
     struct zc_class classes[ZC_NUM_CLASSES];
     /* Heaps of the threads that used this pool. */
