@@ -145,6 +145,8 @@ static void *connection(void *arg)
     size_t have = 0;
     while (!stopping) {
         ssize_t r = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
+        if (r < 0 && errno == EINTR)
+            continue; /* io_uring's completions for this thread interrupt it */
         if (r <= 0)
             break;
         have += (size_t)r;
@@ -254,6 +256,9 @@ int main(int argc, char **argv)
         int fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
+        /* the accept loop's timeout is inherited: a connection waits for requests */
+        struct timeval none = { 0, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
         pthread_t t;
         atomic_fetch_add(&connections, 1);
         if (pthread_create(&t, NULL, connection, (void *)(intptr_t)fd) == 0) {
