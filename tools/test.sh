@@ -77,6 +77,22 @@ consumer() {
 }
 check consumer consumer
 
+demo() { # demo BACKEND: the README's demo (tools/demo.sh) on one backend
+  local ex=$out/gcc/examples portfile server rc=0
+  portfile=$(mktemp)
+  ZC_BACKEND=$1 timeout 60 "$ex/zc-blobserver" --synthetic 32 --port-file "$portfile" &
+  server=$!
+  for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done
+  timeout 60 "$ex/zc-blobclient" --port "$(cat "$portfile")" --synthetic 32 --rounds 20 \
+    --connections 4 --shutdown || rc=1
+  wait "$server" || rc=1
+  rm -f "$portfile"
+  return $rc
+}
+for b in copy iouring msgzc; do
+  check "demo ZC_BACKEND=$b" demo "$b"
+done
+
 memcached_stage() { # patched memcached against the installed library
   echo "== memcached"
   local mc=$out/memcached line files
