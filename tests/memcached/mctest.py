@@ -334,46 +334,40 @@ def concurrent(args):
         with slock:
             stats[name] += n
 
-    def writer(seed):
-        r = random.Random(seed)
-        t = Tcp(args.port)
-        try:
-            for _ in range(args.ops):
-                if stop.is_set() or time.monotonic() > deadline:
-                    break
-                k = r.choice(keys)
-                ver = r.randrange(versions)
-                v = table[(k, ver)]
-                res = t.cmd(b"set %s %d 0 %d" % (k, ver, len(v)), v)
-                if res != b"STORED":
-                    c.check(False, "concurrent set: %r" % res)
-                    stop.set()
-                bump("sets")
-        except (Failure, OSError) as e:
-            c.check(False, "writer: %s" % e)
-            stop.set()
-        finally:
-            t.close()
+    def loop(label, connect, step):
+        """A client: step(rng, conn, key) for up to --ops random keys, until
+        a failure stops every client or the time is up."""
+        def run(seed):
+            r = random.Random(seed)
+            conn = connect()
+            try:
+                for _ in range(args.ops):
+                    if stop.is_set() or time.monotonic() > deadline:
+                        break
+                    step(r, conn, r.choice(keys))
+            except (Failure, OSError) as e:
+                c.check(False, "%s: %s" % (label, e))
+                stop.set()
+            finally:
+                conn.close()
+        return run
 
-    def deleter(seed):
-        r = random.Random(seed)
-        t = Tcp(args.port)
-        try:
-            for _ in range(args.ops):
-                if stop.is_set() or time.monotonic() > deadline:
-                    break
-                k = r.choice(keys)
-                res = t.cmd(b"delete " + k)
-                if res not in (b"DELETED", b"NOT_FOUND"):
-                    c.check(False, "concurrent delete: %r" % res)
-                    stop.set()
-                bump("deletes")
-                time.sleep(0.001)
-        except (Failure, OSError) as e:
-            c.check(False, "deleter: %s" % e)
+    def write_one(r, t, k):
+        ver = r.randrange(versions)
+        v = table[(k, ver)]
+        res = t.cmd(b"set %s %d 0 %d" % (k, ver, len(v)), v)
+        if res != b"STORED":
+            c.check(False, "concurrent set: %r" % res)
             stop.set()
-        finally:
-            t.close()
+        bump("sets")
+
+    def delete_one(r, t, k):
+        res = t.cmd(b"delete " + k)
+        if res not in (b"DELETED", b"NOT_FOUND"):
+            c.check(False, "concurrent delete: %r" % res)
+            stop.set()
+        bump("deletes")
+        time.sleep(0.001)
 
     wrong = []
 
@@ -390,39 +384,26 @@ def concurrent(args):
             wrong.append((k, how, len(v)))
             c.check(False, "WRONG value for %r over %s: %d bytes, flags %d" % (k, how, len(v), flags))
 
-    def reader(seed):
-        r = random.Random(seed)
-        t = Tcp(args.port)
-        try:
-            for _ in range(args.ops):
-                if stop.is_set() or time.monotonic() > deadline:
-                    break
-                k = r.choice(keys)
-                verify(k, t.get(k), "tcp")
-        except (Failure, OSError) as e:
-            c.check(False, "tcp reader: %s" % e)
-            stop.set()
-        finally:
-            t.close()
+    def read_one(r, t, k):
+        verify(k, t.get(k), "tcp")
 
-    def udp_reader(seed):
-        r = random.Random(seed)
-        u = Udp(args.udp_port, timeout=0.5)
-        try:
-            for _ in range(args.ops):
-                if stop.is_set() or time.monotonic() > deadline:
-                    break
-                k = r.choice(keys)
-                reply = u.request(b"get " + k + b"\r\n")
-                if reply is None:
-                    bump("udp_lost")
-                    continue
-                verify(k, parse_get_reply(reply, k), "udp")
-        except (Failure, OSError) as e:
-            c.check(False, "udp reader: %s" % e)
-            stop.set()
-        finally:
-            u.close()
+    def udp_read_one(r, u, k):
+        reply = u.request(b"get " + k + b"\r\n")
+        if reply is None:
+            bump("udp_lost")
+            return
+        verify(k, parse_get_reply(reply, k), "udp")
+
+    def tcp():
+        return Tcp(args.port)
+
+    def udp():
+        return Udp(args.udp_port, timeout=0.5)
+
+    writer = loop("writer", tcp, write_one)
+    deleter = loop("deleter", tcp, delete_one)
+    reader = loop("tcp reader", tcp, read_one)
+    udp_reader = loop("udp reader", udp, udp_read_one)
 
     def client(name, fn, seed):
         before = c.failed
