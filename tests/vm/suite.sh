@@ -27,6 +27,8 @@ mkdir -p /run /var && mount -t tmpfs run /run && ln -sfn /run /var/run
 # iproute2's ip (stage.sh adds it to /tests) for the tests' veth+XDP paths
 [ -x /tests/ip ] && export PATH="/tests:$PATH"
 tlim=${ZC_VM_SUITE_TEST_TIMEOUT:-120}
+# test_integrity's four runs, each within its own ZC_INTEGRITY_TIMEOUT
+ilim=${ZC_VM_INTEGRITY_TIMEOUT:-1300}
 
 # 1. zcopy-probe
 out=$(/tests/zcopy-probe 2>&1)
@@ -39,12 +41,13 @@ else
 fi
 backends=$(echo "$out" | awk '$2 == "available" { print $1 }')
 
-# run_cmocka LABEL BINARY: counts of one cmocka binary into $p $f
+# run_cmocka LABEL BINARY [SECONDS]: counts of one cmocka binary into $p $f
 run_cmocka() {
 	label=$1
 	bin=$2
+	lim=${3:-$tlim}
 	s=$(cut -d' ' -f1 /proc/uptime)
-	timeout -s KILL "$tlim" "$bin" >/tmp/out.txt 2>&1 </dev/null
+	timeout -s KILL "$lim" "$bin" >/tmp/out.txt 2>&1 </dev/null
 	rc=$?
 	e=$(cut -d' ' -f1 /proc/uptime)
 	np=$(awk '/^\[  PASSED  \] [0-9]+ test/ { n += $4 } END { print n + 0 }' /tmp/out.txt)
@@ -91,7 +94,7 @@ if [ -x /tests/test_integrity ]; then
 	p=0
 	f=0
 	export ZC_TEST_BACKEND=kmod ZC_BACKEND=kmod
-	run_cmocka integrity-kmod /tests/test_integrity
+	run_cmocka integrity-kmod /tests/test_integrity "$ilim"
 	unset ZC_TEST_BACKEND ZC_BACKEND
 	# its result lines, and the sends the kernel completed without copying
 	grep -E '^integrity: backend=|^SKIP' /tmp/out.txt | sed 's/^/integrity-kmod| /'
