@@ -80,7 +80,7 @@ static struct zc_heap *heap_slow(struct zc_pool *pool)
 {
     struct zc_heap *heap = pthread_getspecific(pool->heap_key);
     if (!heap) {
-        heap = calloc(1, sizeof(*heap));
+        heap = zc__calloc_lines(sizeof(*heap));
         if (!heap)
             return NULL;
         heap->pool = pool;

@@ -4,6 +4,8 @@
 #define ZCOPY_INTERNAL_H
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -15,6 +17,17 @@
 
 #define ZC_STAT_ADD(pool, field, v)                                            \
     atomic_fetch_add_explicit(&(pool)->st.field, (v), memory_order_relaxed)
+
+/* Zeroed memory starting on a cache line, for structures whose members
+ * are laid out on lines of their own (free() releases it). */
+static inline void *zc__calloc_lines(size_t size)
+{
+    size_t n = (size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
 
 /* ---- backends: the one seam between lib/ and a way of sending ---- */
 

@@ -189,7 +189,7 @@ ZC_API int zc_pool_create(zc_pool **out, const struct zc_pool_config *config)
         return -EINVAL;
     }
     *out = NULL;
-    struct zc_pool *pool = calloc(1, sizeof(*pool));
+    struct zc_pool *pool = zc__calloc_lines(sizeof(*pool));
     if (!pool) {
         errno = ENOMEM;
         return -ENOMEM;

@@ -58,7 +58,10 @@ struct zc_heap;
  * write-protecting arena pages never traps the allocator.
  */
 struct zc_pageblock {
-    uint8_t *start;
+    /* A cache line of its own at least: records of different threads'
+     * pageblocks sit side by side, and the owner writes its bitmaps on
+     * every allocation and free. */
+    _Alignas(64) uint8_t *start;
     uint32_t npages;
     uint32_t slot_size;     /* class size; whole run for a large object */
     uint32_t slot_recip;    /* 2^32 / slot_size rounded up: division by multiply */
@@ -156,8 +159,9 @@ struct zc_pool {
     _Atomic uint32_t *pagemap;
     struct zc_pageblock *metas;
     size_t metas_max;
-    /* Span allocator and metadata records, under span_lock. */
-    pthread_mutex_t span_lock;
+    /* Span allocator and metadata records, under span_lock; on lines of
+     * their own, away from the read-mostly fields every lookup reads. */
+    _Alignas(64) pthread_mutex_t span_lock;
     size_t hwm_pages;
     uint32_t meta_next;
     uint32_t meta_free;     /* free list of records, linked by start==NULL */
@@ -166,16 +170,16 @@ struct zc_pool {
     size_t free_committed_pages;
     struct zc_pageblock *age_head, *age_tail; /* oldest first */
     size_t used_pages;
-    struct zc_class classes[ZC_NUM_CLASSES];
+    _Alignas(64) struct zc_class classes[ZC_NUM_CLASSES];
     /* Heaps of the threads that used this pool. */
-    pthread_key_t heap_key;
+    _Alignas(64) pthread_key_t heap_key;
     pthread_mutex_t heaps_lock;
     struct zc_heap *heaps;
     bool protect;           /* seal write-protects */
     struct zc_protector prot;
     const struct zc_backend_ops *ops;
     void *backend;          /* backend's private state */
-    struct zc_stats_atomic st;
+    _Alignas(64) struct zc_stats_atomic st;
 };
 
 #endif
