@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Page runs ("spans") of the arena: pageblocks and large objects are carved
- * from a bump pointer or from free spans binned by length; freed spans
- * coalesce with free neighbours through the page map. Also the metadata
- * records, which live outside the arena.
+ * from a bump pointer or from free spans binned by length, committed ones
+ * first; freed spans coalesce with free neighbours of their kind (committed
+ * or given back) through the page map. Also the metadata records, which
+ * live outside the arena.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -74,9 +75,16 @@ static unsigned bin_of(size_t npages)
     return npages < ZC_SPAN_BINS ? (unsigned)npages : 0;
 }
 
+/* The bin a free span is in follows its committed flag: change the flag
+ * only while the span is out of the bins. */
+static struct zc_pageblock **bin_head(struct zc_pool *pool, const struct zc_pageblock *pb)
+{
+    return &pool->bins[pb->committed][bin_of(pb->npages)];
+}
+
 static void bin_insert(struct zc_pool *pool, struct zc_pageblock *pb)
 {
-    struct zc_pageblock **head = &pool->bins[bin_of(pb->npages)];
+    struct zc_pageblock **head = bin_head(pool, pb);
     pb->prev = NULL;
     pb->next = *head;
     if (*head)
@@ -89,7 +97,7 @@ static void bin_remove(struct zc_pool *pool, struct zc_pageblock *pb)
     if (pb->prev)
         pb->prev->next = pb->next;
     else
-        pool->bins[bin_of(pb->npages)] = pb->next;
+        *bin_head(pool, pb) = pb->next;
     if (pb->next)
         pb->next->prev = pb->prev;
     pb->next = pb->prev = NULL;
@@ -133,14 +141,20 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void purge_old(struct zc_pool *pool, uint64_t now)
+static struct zc_pageblock *merge_neighbours(struct zc_pool *pool, struct zc_pageblock *pb);
+
+/* With @all, every committed free span (bounded by the records there
+ * are, as other threads may free more meanwhile): free spans merge only
+ * with their own kind, so this is what lets all free memory coalesce. */
+static void purge_old(struct zc_pool *pool, uint64_t now, bool all)
 {
     size_t limit = pool->used_pages / ZC_FREE_DIV;
     if (limit < (ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT))
         limit = ZC_FREE_COMMITTED_MIN >> ZC_PAGE_SHIFT;
+    unsigned max = all ? pool->meta_next : 16;
     struct zc_pageblock *pb;
-    for (unsigned n = 0; n < 16 && (pb = pool->age_head) != NULL &&
-                         (now - pb->freed_at > ZC_SPAN_AGE_MS ||
+    for (unsigned n = 0; n < max && (pb = pool->age_head) != NULL &&
+                         (all || now - pb->freed_at > ZC_SPAN_AGE_MS ||
                           pool->free_committed_pages > limit);
          n++) {
         age_remove(pool, pb);
@@ -152,6 +166,8 @@ static void purge_old(struct zc_pool *pool, uint64_t now)
             madvise(pb->start, (size_t)pb->npages * ZC_PAGE_SIZE, MADV_DONTNEED);
         pthread_mutex_lock(&pool->span_lock);
         atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
+        pb = merge_neighbours(pool, pb);
+        map_free_ends(pool, pb, meta_index(pool, pb));
         bin_insert(pool, pb);
     }
 }
@@ -192,15 +208,22 @@ void zc__span_fini(struct zc_pool *pool)
     pool->metas = NULL;
 }
 
+/* The shortest free span that fits, committed ones first: reusing pages
+ * given back costs a page fault each, while committed free pages left
+ * unused age and are given back (under churn the two made a cycle that
+ * purged and faulted in again about half of all the memory allocated). */
 static struct zc_pageblock *find_free(struct zc_pool *pool, size_t npages)
 {
-    for (size_t b = npages; b < ZC_SPAN_BINS; b++)
-        if (pool->bins[b])
-            return pool->bins[b];
-    /* first fit among the long spans */
-    for (struct zc_pageblock *pb = pool->bins[0]; pb; pb = pb->next)
-        if (pb->npages >= npages)
-            return pb;
+    for (int committed = 1; committed >= 0; committed--) {
+        struct zc_pageblock **bins = pool->bins[committed];
+        for (size_t b = npages; b < ZC_SPAN_BINS; b++)
+            if (bins[b])
+                return bins[b];
+        /* first fit among the long spans */
+        for (struct zc_pageblock *pb = bins[0]; pb; pb = pb->next)
+            if (pb->npages >= npages)
+                return pb;
+    }
     return NULL;
 }
 
@@ -259,6 +282,11 @@ struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages)
         pthread_mutex_lock(&pool->span_lock);
         pb = carve(pool, npages);
     }
+    if (!pb && pool->age_head) {
+        /* committed free spans next to given-back ones may fit together */
+        purge_old(pool, now_ms(), true);
+        pb = carve(pool, npages);
+    }
     if (pb) {
         /* No longer free, before the lock goes: a neighbour freed now
          * must not coalesce with it while its taker sets it up. */
@@ -277,26 +305,22 @@ struct zc_pageblock *zc__span_alloc(struct zc_pool *pool, size_t npages)
     return pb;
 }
 
-void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
+/* A free span meets its free neighbours of the same kind (committed or
+ * given back, so the committed count stays exact and a purge never gives
+ * back pages twice). @pb is out of the bins and the age list; returns the
+ * merged span, whose ends the caller maps. */
+static struct zc_pageblock *merge_neighbours(struct zc_pool *pool, struct zc_pageblock *pb)
 {
     size_t first = page_of(pool, pb->start);
-    size_t n = pb->npages;
-    pool->used_pages -= n;
-    ZC_STAT_ADD(pool, bytes_committed, -(int64_t)(n * ZC_PAGE_SIZE));
-    map_set(pool, first, n, 0);
-    atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
-    pb->committed = true;
-
-    /* coalesce with the free span before and the one after */
     if (first > 0) {
         uint32_t li = atomic_load_explicit(&pool->pagemap[first - 1], memory_order_relaxed);
         struct zc_pageblock *left = li ? &pool->metas[li] : NULL;
-        if (left && atomic_load_explicit(&left->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
+        if (left && atomic_load_explicit(&left->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE &&
+            left->committed == pb->committed) {
             bin_remove(pool, left);
             age_remove(pool, left);
-            map_set(pool, first - 1, 1, 0);
+            map_set(pool, first - 1, 2, 0);
             left->npages += pb->npages;
-            left->committed = true;
             meta_delete(pool, pb);
             pb = left;
             first = page_of(pool, pb->start);
@@ -306,20 +330,34 @@ void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
     if (after < pool->hwm_pages) {
         uint32_t ri = atomic_load_explicit(&pool->pagemap[after], memory_order_relaxed);
         struct zc_pageblock *right = ri ? &pool->metas[ri] : NULL;
-        if (right && atomic_load_explicit(&right->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE) {
+        if (right && atomic_load_explicit(&right->astate, memory_order_relaxed) == ZC_PB_SPAN_FREE &&
+            right->committed == pb->committed) {
             bin_remove(pool, right);
             age_remove(pool, right);
-            map_set(pool, after, right->npages, 0);
+            map_set(pool, after - 1, 2, 0);
             pb->npages += right->npages;
             meta_delete(pool, right);
         }
     }
+    return pb;
+}
+
+void zc__span_free_locked(struct zc_pool *pool, struct zc_pageblock *pb)
+{
+    size_t first = page_of(pool, pb->start);
+    size_t n = pb->npages;
+    pool->used_pages -= n;
+    ZC_STAT_ADD(pool, bytes_committed, -(int64_t)(n * ZC_PAGE_SIZE));
+    map_set(pool, first, n, 0);
+    atomic_store_explicit(&pb->astate, ZC_PB_SPAN_FREE, memory_order_relaxed);
+    pb->committed = true;
+    pb = merge_neighbours(pool, pb);
     uint64_t now = now_ms();
     pb->freed_at = now;
     map_free_ends(pool, pb, meta_index(pool, pb));
     bin_insert(pool, pb);
     age_append(pool, pb);
-    purge_old(pool, now);
+    purge_old(pool, now, false);
 }
 
 void zc__span_free(struct zc_pool *pool, struct zc_pageblock *pb)

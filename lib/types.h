@@ -98,7 +98,7 @@ struct zc_class {
 
 /* A thread's heap in one pool: the pageblock it allocates from per class. */
 #define ZC_LCACHE_MAX_PAGES 32   /* large runs up to 128 KiB are cached */
-#define ZC_LCACHE_BUDGET 256     /* pages a heap may keep, 1 MiB */
+#define ZC_LCACHE_BUDGET 1024    /* pages a heap may keep, 4 MiB */
 
 struct zc_heap {
     struct zc_pool *pool;
@@ -165,7 +165,9 @@ struct zc_pool {
     size_t hwm_pages;
     uint32_t meta_next;
     uint32_t meta_free;     /* free list of records, linked by start==NULL */
-    struct zc_pageblock *bins[ZC_SPAN_BINS];
+    /* Free spans by length, those with committed pages apart from those
+     * given back (bins[1] and bins[0]): reuse committed memory first. */
+    struct zc_pageblock *bins[2][ZC_SPAN_BINS];
     _Atomic(struct zc_pageblock *) deferred; /* read unlocked as a hint */
     size_t free_committed_pages;
     struct zc_pageblock *age_head, *age_tail; /* oldest first */
