@@ -301,6 +301,28 @@ static int clone_into(struct iou_pool *st, struct iou_ring *r)
     return 0;
 }
 
+/* A thread's ring: only its thread submits (SINGLE_ISSUER), and a
+ * notification's task work waits for that thread's next kernel entry or
+ * wake-up instead of interrupting it with an IPI while it runs
+ * (COOP_TASKRUN). Other threads only read the completion queue. Not
+ * DEFER_TASKRUN: then only the owner could ever post the notifications,
+ * and a writer in another thread would wait on an idle sender forever. */
+#define ZC_IOU_RING_FLAGS (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER)
+
+static int ring_init(struct io_uring *ring)
+{
+    static _Atomic unsigned flags = ZC_IOU_RING_FLAGS;
+    unsigned f = atomic_load_explicit(&flags, memory_order_relaxed);
+    int rc = io_uring_queue_init(64, ring, f);
+    if (rc == -EINVAL && f) {
+        /* a kernel before 6.0 */
+        atomic_store_explicit(&flags, 0, memory_order_relaxed);
+        ZC_LOG("io_uring: rings without COOP_TASKRUN|SINGLE_ISSUER (%s)", strerror(-rc));
+        rc = io_uring_queue_init(64, ring, 0);
+    }
+    return rc;
+}
+
 static struct iou_ring *ring_get(struct zc_pool *pool)
 {
     struct iou_pool *st = pool->backend;
@@ -311,7 +333,7 @@ static struct iou_ring *ring_get(struct zc_pool *pool)
         r = calloc(1, sizeof(*r));
         if (!r)
             return NULL;
-        int rc = io_uring_queue_init(64, &r->ring, 0);
+        int rc = ring_init(&r->ring);
         if (rc < 0) {
             ZC_LOG("io_uring: ring for a new thread: %s", strerror(-rc));
             free(r);
