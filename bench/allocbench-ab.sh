@@ -11,16 +11,17 @@
 # round (Mops/s and RSS/live of each library, then glibc's Mops/s) and the
 # medians with their ranges.
 set -euo pipefail
+usage() { echo "usage: $0 [-n ROUNDS] [-t THREADS] ALLOCBENCH LIBDIR..." >&2; exit 2; }
 rounds=10 threads=2
 while getopts n:t: opt; do
 	case $opt in
 	n) rounds=$OPTARG ;;
 	t) threads=$OPTARG ;;
-	*) echo "usage: $0 [-n ROUNDS] [-t THREADS] ALLOCBENCH LIBDIR..." >&2; exit 2 ;;
+	*) usage ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 2 ] || { echo "usage: $0 [-n ROUNDS] [-t THREADS] ALLOCBENCH LIBDIR..." >&2; exit 2; }
+[ $# -ge 2 ] || usage
 [[ $rounds =~ ^[0-9]+$ && $rounds -ge 1 && $rounds -le 99 ]] || { echo "$0: 1..99 rounds" >&2; exit 2; }
 bin=$1
 shift
@@ -30,11 +31,7 @@ done
 
 child() { # child KIND [LIBDIR]: prints "OPS RSS"
 	local out
-	if [ -n "${2:-}" ]; then
-		out=$(LD_LIBRARY_PATH=$2 timeout 120 "$bin" --child "$1" --threads "$threads")
-	else
-		out=$(timeout 120 "$bin" --child "$1" --threads "$threads")
-	fi
+	out=$(env ${2:+LD_LIBRARY_PATH="$2"} timeout 120 "$bin" --child "$1" --threads "$threads")
 	sed -n 's/^RESULT ops_per_s=\([0-9]*\) rss_over_live=\([0-9.]*\).*/\1 \2/p' <<<"$out"
 }
 
@@ -52,7 +49,6 @@ done
 awk -F'|' '{ for (i = 1; i <= NF; i++) { split($i, f, " "); v[i, NR] = f[1] } n = NF }
 END {
 	for (i = 1; i <= n; i++) {
-		m = 0
 		for (r = 1; r <= NR; r++) a[r] = v[i, r]
 		# insertion sort: NR is at most 99
 		for (r = 2; r <= NR; r++) { x = a[r]; k = r - 1; while (k >= 1 && a[k] > x) { a[k + 1] = a[k]; k-- } a[k + 1] = x }
