@@ -172,6 +172,23 @@ static inline void zc__inflight_get(struct zc_pool *pool, struct zc_pageblock *p
     atomic_fetch_add(&pb->in_flight, 1);
     ZC_STAT_ADD(pool, in_flight, 1);
 }
+/* Parts that go zero-copy (they have a pageblock); *total and *copied get
+ * the message's bytes and those of the other parts. */
+static inline uint32_t zc__parts_count(const struct zc_part *parts, size_t nparts, size_t *total,
+                                       size_t *copied)
+{
+    uint32_t npb = 0;
+    *total = *copied = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        *total += parts[i].len;
+        if (parts[i].pb)
+            npb++;
+        else
+            *copied += parts[i].len;
+    }
+    return npb;
+}
+
 /* Drop one reference taken by the send path or zc__inflight_get. */
 static inline void zc__inflight_drop(struct zc_pool *pool, struct zc_pageblock *pb)
 {

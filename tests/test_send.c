@@ -207,19 +207,25 @@ static size_t drain_check(int s, const struct parts_msg *m, size_t *pos, size_t 
     return got;
 }
 
+/* A TCP pair whose buffers hold a fraction of the message, and the message. */
+static void parts_setup(zc_pool *pool, int *c, int *s, struct parts_msg *m)
+{
+    tcp_pair(c, s);
+    int small = 32768;
+    setsockopt(*c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    setsockopt(*s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    parts_msg_init(pool, m);
+}
+
 /* Non-blocking: a message of several parts is sent in order as far as it
  * fits, short counts are exact, the rest follows on the next call. */
 static void tcp_nonblocking_parts_short_writes(void **state)
 {
     zc_pool *pool = *state;
     int c, s;
-    tcp_pair(&c, &s);
-    int small = 32768;
-    setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    set_nonblocking(c);
     struct parts_msg m;
-    parts_msg_init(pool, &m);
+    parts_setup(pool, &c, &s, &m);
+    set_nonblocking(c);
     struct zc_stats before, after;
     zc_stats(pool, &before);
     const int nmsgs = 60;
@@ -286,12 +292,8 @@ static void tcp_blocking_parts_slow_reader(void **state)
 {
     zc_pool *pool = *state;
     int c, s;
-    tcp_pair(&c, &s);
-    int small = 32768;
-    setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     struct parts_msg m;
-    parts_msg_init(pool, &m);
+    parts_setup(pool, &c, &s, &m);
     const int nmsgs = 20;
     struct slow_reader sr = { .s = s, .m = &m, .expect = nmsgs * m.total, .bad = SIZE_MAX };
     pthread_t t;

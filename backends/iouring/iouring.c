@@ -889,8 +889,6 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
                            struct zc_part *parts, size_t nparts, int flags)
 {
     struct iou_pool *st = pool->backend;
-    uint32_t npb = 0;
-    size_t total = 0, copied_len = 0;
     bool single = nparts == 1 && !msg->msg_name && !msg->msg_controllen;
     /* with several parts, small ones are cheaper copied (both ways of
      * sending them have a floor; the chain's is the lower) */
@@ -915,17 +913,14 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     }
     bool chain = !single && chain_fits(fd, msg, parts, nparts);
     for (size_t i = 0; i < nparts; i++) {
-        total += parts[i].len;
         if (parts[i].pb && !single && !chain && !pool->copy_threshold &&
             parts[i].len < ZC_IOU_VEC_THRESHOLD) {
             zc__inflight_drop(pool, parts[i].pb); /* cheaper copied */
             parts[i].pb = NULL;
         }
-        if (parts[i].pb)
-            npb++;
-        else
-            copied_len += parts[i].len;
     }
+    size_t total, copied_len;
+    uint32_t npb = zc__parts_count(parts, nparts, &total, &copied_len);
     if (!npb)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     struct iou_ring *r = ring_get(pool);

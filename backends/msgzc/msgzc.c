@@ -321,15 +321,8 @@ static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
 static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
                           struct zc_part *parts, size_t nparts, int flags)
 {
-    uint32_t npb = 0;
-    size_t total = 0, copied_len = 0;
-    for (size_t i = 0; i < nparts; i++) {
-        total += parts[i].len;
-        if (parts[i].pb)
-            npb++;
-        else
-            copied_len += parts[i].len;
-    }
+    size_t total, copied_len;
+    uint32_t npb = zc__parts_count(parts, nparts, &total, &copied_len);
     if (!npb)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     struct mz_sock *s = sock_get(pool, fd);
