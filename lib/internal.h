@@ -161,6 +161,10 @@ ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msg
                                   struct zc_part *parts, size_t nparts, int flags);
 ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
                                 size_t nparts, size_t sent);
+/* sendmsg(2) of @msg from byte @skip on, by a copy (a blocking socket of a
+ * zero-copy pool gets the rest even when woken by the pool's completions). */
+ZC_HIDDEN ssize_t zc__send_copied_from(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                                       int flags, size_t skip);
 
 /* For backends' poll: false once @timeout_ms have passed since @start,
  * else a short sleep (50 us) before the caller looks again. */

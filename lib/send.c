@@ -55,28 +55,22 @@ void zc__parts_release(struct zc_pool *pool, struct zc_part *parts, size_t npart
     }
 }
 
-/* A blocking send in a thread of a zero-copy pool can stop short when
- * that pool's completions arrive (io_uring task work wakes the thread as a
- * signal would), where send(2) would have gone on: go on with the rest, a
- * bounded number of times. @sent of @msg's bytes went already. */
-static ssize_t send_rest_blocking(struct zc_pool *pool, int fd, const struct msghdr *msg,
-                                  int flags, ssize_t sent)
+/* One sendmsg(2) of @msg from byte @skip on. */
+static ssize_t send_from(struct zc_pool *pool, int fd, const struct msghdr *msg, int flags,
+                         size_t skip)
 {
-    size_t total = 0;
-    for (size_t i = 0; i < msg->msg_iovlen; i++)
-        total += msg->msg_iov[i].iov_len;
-    if (sent <= 0 || (size_t)sent >= total || (flags & MSG_DONTWAIT) ||
-        !(pool->ops->caps & ZC_BE_ZEROCOPY))
-        return sent;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || (fl & O_NONBLOCK))
-        return sent;
-    struct iovec stack_iov[16];
-    struct iovec *iov = msg->msg_iovlen > 16 ? malloc(msg->msg_iovlen * sizeof(*iov)) : stack_iov;
-    if (!iov)
-        return sent;
-    for (unsigned attempt = 0; attempt < 16 && (size_t)sent < total; attempt++) {
-        size_t skip = (size_t)sent, n = 0;
+    ssize_t r;
+    if (!skip) {
+        r = sendmsg(fd, msg, flags);
+    } else {
+        struct iovec stack_iov[16];
+        struct iovec *iov = msg->msg_iovlen > 16 ? malloc(msg->msg_iovlen * sizeof(*iov))
+                                                 : stack_iov;
+        if (!iov) {
+            errno = ENOBUFS;
+            return -1;
+        }
+        size_t n = 0;
         for (size_t i = 0; i < msg->msg_iovlen; i++) {
             const struct iovec *v = &msg->msg_iov[i];
             if (skip >= v->iov_len) {
@@ -87,28 +81,58 @@ static ssize_t send_rest_blocking(struct zc_pool *pool, int fd, const struct msg
             iov[n++].iov_len = v->iov_len - skip;
             skip = 0;
         }
-        struct msghdr rest = { .msg_iov = iov, .msg_iovlen = n };
-        ssize_t r = sendmsg(fd, &rest, flags);
+        struct msghdr rest = *msg;
+        rest.msg_iov = iov;
+        rest.msg_iovlen = n;
+        r = sendmsg(fd, &rest, flags);
+        if (iov != stack_iov) {
+            int err = errno;
+            free(iov);
+            errno = err;
+        }
+    }
+    if (r > 0)
+        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
+    return r;
+}
+
+/* A blocking send in a thread of a zero-copy pool can stop short when
+ * that pool's completions arrive (io_uring task work wakes the thread as a
+ * signal would), where send(2) would have gone on: go on with the rest, a
+ * bounded number of times. Of @msg, @done bytes went before this call's
+ * first send, which sent @sent. */
+static ssize_t go_on_blocking(struct zc_pool *pool, int fd, const struct msghdr *msg, int flags,
+                              size_t done, ssize_t sent)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < msg->msg_iovlen; i++)
+        total += msg->msg_iov[i].iov_len;
+    if (sent <= 0 || done + (size_t)sent >= total || (flags & MSG_DONTWAIT) ||
+        !(pool->ops->caps & ZC_BE_ZEROCOPY))
+        return sent;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_NONBLOCK))
+        return sent;
+    for (unsigned attempt = 0; attempt < 16 && done + (size_t)sent < total; attempt++) {
+        ssize_t r = send_from(pool, fd, msg, flags, done + (size_t)sent);
         if (r <= 0)
             break;
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
         sent += r;
     }
-    if (iov != stack_iov)
-        free(iov);
     return sent;
+}
+
+ssize_t zc__send_copied_from(struct zc_pool *pool, int fd, const struct msghdr *msg, int flags,
+                             size_t skip)
+{
+    return go_on_blocking(pool, fd, msg, flags, skip, send_from(pool, fd, msg, flags, skip));
 }
 
 ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msghdr *msg,
                         struct zc_part *parts, size_t nparts, int flags)
 {
     zc__parts_release(pool, parts, nparts);
-    ssize_t r = sendmsg(fd, msg, flags);
-    if (r > 0)
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)r);
-    if (!msg->msg_name)
-        r = send_rest_blocking(pool, fd, msg, flags, r);
-    return r;
+    return zc__send_copied_from(pool, fd, msg, flags, 0);
 }
 
 void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts, size_t nparts,
@@ -193,7 +217,7 @@ ZC_API ssize_t zc_send(zc_pool *pool, int fd, const void *buf, size_t len, int f
             if ((size_t)r < len) {
                 struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
                 struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-                r = send_rest_blocking(pool, fd, &msg, flags, r);
+                r = go_on_blocking(pool, fd, &msg, flags, 0, r);
             }
         }
         return r;

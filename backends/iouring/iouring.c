@@ -675,23 +675,6 @@ static void parts_advance(const struct zc_part *parts, size_t nparts, size_t *pi
     }
 }
 
-/* The rest of the message, from part pi at offset poff, by a copy. */
-static ssize_t send_rest_copied(struct zc_pool *pool, int fd, const struct zc_part *parts,
-                                size_t nparts, size_t pi, size_t poff, int flags)
-{
-    struct iovec iov[ZC_IOU_CHAIN_MAX_PARTS];
-    size_t n = 0;
-    for (size_t i = pi; i < nparts; i++, poff = 0) {
-        iov[n].iov_base = (void *)((uintptr_t)parts[i].base + poff);
-        iov[n++].iov_len = parts[i].len - poff;
-    }
-    struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
-    ssize_t c = sendmsg(fd, &m, flags);
-    if (c > 0)
-        ZC_STAT_ADD(pool, bytes_copied, (uint64_t)c);
-    return c;
-}
-
 /* Build the requests for the rest of the message; ring lock held. A
  * zero-copy request takes the part's reference the first time (moved[]),
  * its own after. Returns the count, or -1 if out of memory (nothing kept). */
@@ -818,7 +801,8 @@ static bool chain_run(struct zc_pool *pool, struct iou_ring *r, int fd, int sfla
  * per attempt; ring lock held. A blocking socket sends all of it, going on
  * after an interruption or a short request as send(2) does. */
 static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
-                          struct zc_part *parts, size_t nparts, int flags, bool blocking)
+                          const struct msghdr *msg, struct zc_part *parts, size_t nparts,
+                          int flags, bool blocking)
 {
     struct iou_pool *st = pool->backend;
     bool moved[ZC_IOU_CHAIN_MAX_PARTS] = { false };
@@ -869,7 +853,7 @@ static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
                     zc__inflight_drop(pool, parts[i].pb);
                     moved[i] = true;
                 }
-            ssize_t c = send_rest_copied(pool, fd, parts, nparts, pi, poff, flags);
+            ssize_t c = zc__send_copied_from(pool, fd, msg, flags, total);
             if (c >= 0)
                 total += (size_t)c;
             else
@@ -935,7 +919,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     bool blocking = fl >= 0 && !(fl & O_NONBLOCK);
     pthread_mutex_lock(&r->lock);
     if (chain) {
-        ssize_t sent = send_chain(pool, r, fd, parts, nparts, flags, blocking);
+        ssize_t sent = send_chain(pool, r, fd, msg, parts, nparts, flags, blocking);
         int err = errno;
         pthread_mutex_unlock(&r->lock);
         errno = err;
@@ -1015,10 +999,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         if (res == -EOPNOTSUPP)
             mark_copying(st, fd);
         ZC_LOG("io_uring: %s; copying this send", strerror(-res));
-        ssize_t c = sendmsg(fd, msg, flags);
-        if (c > 0)
-            ZC_STAT_ADD(pool, bytes_copied, (uint64_t)c);
-        return c;
+        return zc__send_copied_from(pool, fd, msg, flags, 0);
     }
     errno = -res;
     return -1;
