@@ -104,11 +104,12 @@ static ssize_t send_from(struct zc_pool *pool, int fd, const struct msghdr *msg,
 static ssize_t go_on_blocking(struct zc_pool *pool, int fd, const struct msghdr *msg, int flags,
                               size_t done, ssize_t sent)
 {
+    if (sent <= 0 || (flags & MSG_DONTWAIT) || !(pool->ops->caps & ZC_BE_ZEROCOPY))
+        return sent;
     size_t total = 0;
     for (size_t i = 0; i < msg->msg_iovlen; i++)
         total += msg->msg_iov[i].iov_len;
-    if (sent <= 0 || done + (size_t)sent >= total || (flags & MSG_DONTWAIT) ||
-        !(pool->ops->caps & ZC_BE_ZEROCOPY))
+    if (done + (size_t)sent >= total)
         return sent;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || (fl & O_NONBLOCK))
