@@ -147,7 +147,7 @@ vm_stage() {
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   if [ "$f" -ne 0 ]; then
     echo "vm: failing lines (whole log: $log):"
-    grep -aE '\| |FAIL' "$log" | grep -vE ' 0 failed' | head -n 60 || true
+    grep -aE '\| |FAIL' "$log" | grep -vE ' 0 failed|^vm: ' | head -n 60 || true
   fi
   passed=$((passed + p))
   failed=$((failed + f))

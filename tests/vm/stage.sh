@@ -92,6 +92,11 @@ t1=$(date +%s)
 grep -aE '^(zcopy-vm: (kernel|running|.* exit=)|[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed|kmod_fuzz: [0-9]+ ioctl|.*zero-copy completions|======== |suite-[a-z]+: test_.*bad [1-9]|run\.sh: )' "$log" |
 	grep -v '^zcopy-vm: [0-9]* passed'
 if [ $rc -ne 0 ]; then
+	# a kernel report first, whole (CI shows only the "vm: " lines): up to
+	# 3 reports of 70 lines each, from their first line
+	awk '/Oops|BUG:|WARNING:|Kernel panic|general protection fault|UBSAN|KASAN|invoked oom-killer|Out of memory/ && left == 0 && n < 3 {
+		n++; left = 70; print "vm: kernel report " n ":" }
+		left > 0 { print "vm: | " $0; left-- }' "$log"
 	echo "vm: FAILED (log: $log); failing lines:"
 	grep -aE '\| |FAIL|failed|Oops|BUG|WARNING|panic' "$log" | grep -vE ' 0 failed' | head -n 80
 fi

@@ -41,6 +41,14 @@ else
 fi
 backends=$(echo "$out" | awk '$2 == "available" { print $1 }')
 
+# mem: the guest's available memory and the module's pages now (a guest
+# that runs out of memory shows where it went)
+mem() {
+	echo "MemAvailable $(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo) MiB," \
+		"module pages_owned $(cat /sys/module/zcopy/parameters/pages_owned 2>/dev/null)," \
+		"send_refs $(cat /sys/module/zcopy/parameters/send_refs 2>/dev/null)"
+}
+
 # run_cmocka LABEL BINARY [SECONDS]: counts of one cmocka binary into $p $f
 run_cmocka() {
 	label=$1
@@ -59,7 +67,7 @@ run_cmocka() {
 		echo "$label: ${bin##*/} exit=$rc: output follows"
 		tail -n 60 /tmp/out.txt | sed "s/^/$label| /"
 	fi
-	echo "$label: ${bin##*/}: ok $np, bad $nf, exit=$rc, $(awk "BEGIN{print $e-$s}") s"
+	echo "$label: ${bin##*/}: ok $np, bad $nf, exit=$rc, $(awk "BEGIN{print $e-$s}") s; $(mem)"
 	p=$((p + np))
 	f=$((f + nf))
 }
@@ -94,7 +102,12 @@ if [ -x /tests/test_integrity ]; then
 	p=0
 	f=0
 	export ZC_TEST_BACKEND=kmod ZC_BACKEND=kmod
+	echo "integrity-kmod: before: $(mem)"
+	# the memory every 20 s while it runs (to the console at once)
+	(while sleep 20; do echo "integrity-kmod: during: $(mem)"; done) &
+	memwatch=$!
 	run_cmocka integrity-kmod /tests/test_integrity "$ilim"
+	kill "$memwatch" 2>/dev/null
 	unset ZC_TEST_BACKEND ZC_BACKEND
 	# its result lines, and the sends the kernel completed without copying
 	grep -E '^integrity: backend=|^SKIP' /tmp/out.txt | sed 's/^/integrity-kmod| /'
