@@ -356,17 +356,14 @@ boot() { # series kver kimg kroot: qemu; console to $kroot/console.log; rc in $k
 	local series=$1 kver=$2 kimg=$3 kroot=$4 kind=bzImage qrc
 	[ "$(head -c 4 "$kimg" | od -An -c | tr -d ' ')" = '177ELF' ] && kind="plain vmlinux"
 	log "$series: kernel $kver ($kind), booting"
+	local qemu=(timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "$cpu" -m 1G -smp "$smp"
+		-nographic -no-reboot -kernel "$kimg" -initrd "$kroot/initramfs.cpio"
+		-append "console=ttyS0 panic=-1 oops=panic loglevel=4")
 	set +e
 	if [ $parallel = 1 ]; then
-		timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "$cpu" -m 1G -smp "$smp" -nographic -no-reboot \
-			-kernel "$kimg" -initrd "$kroot/initramfs.cpio" \
-			-append "console=ttyS0 panic=-1 oops=panic loglevel=4" </dev/null 2>&1 |
-			tr -d '\r' >"$kroot/console.log"
+		"${qemu[@]}" </dev/null 2>&1 | tr -d '\r' >"$kroot/console.log"
 	else
-		timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu "$cpu" -m 1G -smp "$smp" -nographic -no-reboot \
-			-kernel "$kimg" -initrd "$kroot/initramfs.cpio" \
-			-append "console=ttyS0 panic=-1 oops=panic loglevel=4" </dev/null 2>&1 |
-			tr -d '\r' | tee "$kroot/console.log"
+		"${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$kroot/console.log"
 	fi
 	qrc=${PIPESTATUS[0]}
 	set -e
