@@ -19,6 +19,7 @@
  */
 #include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,10 @@ struct zc_clone_buffers {
 #define ZC_IOU_CHAIN_THRESHOLD ((size_t)64 << 10)
 #define ZC_IOU_CHAIN_MAX 8        /* requests in one chain */
 #define ZC_IOU_CHAIN_MAX_PARTS 16 /* parts of a message sent by a chain */
+/* zc_poll sleeps on up to this many rings at once (more: naps of 50 us),
+ * for at most a slice at a time */
+#define ZC_IOU_POLL_RINGS 32
+#define ZC_IOU_POLL_SLICE_NS (10 * 1000000LL)
 
 /* One send request; lives until its notification (or its result, when the
  * kernel says no notification follows). */
@@ -491,6 +496,26 @@ static void iou_fini(struct zc_pool *pool)
     pool->backend = NULL;
 }
 
+/* Sleep until one of @fds (rings) has a completion, a task work of ours
+ * is due (it interrupts the sleep and posts its completion), or a slice of
+ * the time left passes: a ring closed meanwhile would not wake us. */
+static bool rings_wait(struct pollfd *fds, nfds_t nfds, const struct timespec *start,
+                       int timeout_ms)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long left_ns = (long long)timeout_ms * 1000000 -
+                        ((long long)(now.tv_sec - start->tv_sec) * 1000000000 +
+                         (now.tv_nsec - start->tv_nsec));
+    if (left_ns <= 0)
+        return false;
+    if (left_ns > ZC_IOU_POLL_SLICE_NS)
+        left_ns = ZC_IOU_POLL_SLICE_NS;
+    struct timespec ts = { 0, (long)left_ns };
+    ppoll(fds, nfds, &ts, NULL);
+    return true;
+}
+
 static int iou_poll(struct zc_pool *pool, int timeout_ms)
 {
     struct iou_pool *st = pool->backend;
@@ -499,6 +524,9 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
     for (;;) {
         int n = 0;
         unsigned pending = 0;
+        struct pollfd fds[ZC_IOU_POLL_RINGS];
+        nfds_t nfds = 0;
+        bool nap = false; /* a ring we cannot sleep on: poll it by naps */
         pthread_mutex_lock(&st->rings_lock);
         struct iou_ring **link = &st->rings;
         while (*link) {
@@ -506,6 +534,8 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
             if (pthread_mutex_trylock(&r->lock) == 0) {
                 n += reap_locked(pool, r);
                 pthread_mutex_unlock(&r->lock);
+            } else {
+                nap = true; /* its sender may take the completions */
             }
             unsigned p = atomic_load(&r->pending);
             pending += p;
@@ -518,12 +548,17 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
                 free(r);
                 continue;
             }
+            if (p && nfds < ZC_IOU_POLL_RINGS)
+                fds[nfds++] = (struct pollfd){ .fd = r->ring.ring_fd, .events = POLLIN };
+            else if (p)
+                nap = true;
             link = &r->next;
         }
         pthread_mutex_unlock(&st->rings_lock);
         if (n || !pending || timeout_ms == 0)
             return n;
-        if (!zc__poll_wait(&start, timeout_ms))
+        if (!(nap ? zc__poll_wait(&start, timeout_ms)
+                  : rings_wait(fds, nfds, &start, timeout_ms)))
             return 0;
     }
 }
