@@ -11,8 +11,9 @@
  *   msg_zerocopy    raw send(MSG_ZEROCOPY)                           (raw_peers.c)
  * and, only when named with -m: uring_zc (SEND_ZC, unregistered buffer),
  * uring_send (io_uring SEND, copies), uring_zc_fixed_nd (uring_zc_fixed on a
- * ring made without SINGLE_ISSUER|DEFER_TASKRUN, as the library makes its
- * rings), sendmsg (sendmsg(2) with one iovec, what a copying zc_send
+ * ring made with no setup flags), uring_zc_fixed_coop (on a ring made with
+ * COOP_TASKRUN|SINGLE_ISSUER, as the library makes its rings: what the ring
+ * flags alone cost), sendmsg (sendmsg(2) with one iovec, what a copying zc_send
  * ends in).  -R selects the raw peers only (what rawbench used to run).
  *
  * zc_send methods: one pool per method; per size one object allocated, filled
@@ -88,6 +89,7 @@ enum method {
 	M_URING_ZC,
 	M_URING_SEND,
 	M_URING_FIXED_ND,
+	M_URING_FIXED_COOP,
 	M_SENDMSG,
 	NMETHODS
 };
@@ -96,7 +98,7 @@ struct mdef {
 	const char *name;
 	int raw;             /* enum rp_method, or -1 for a zc_send method */
 	const char *backend; /* zc_send methods */
-	int ring;            /* raw io_uring methods: 0 main ring, 1 ring without flags */
+	int ring;            /* raw io_uring methods: 0 main ring, 1 no flags, 2 the library's */
 	int vs;              /* the method this one is compared with, or -1 */
 };
 
@@ -111,6 +113,7 @@ static const struct mdef MD[NMETHODS] = {
 	[M_URING_ZC] = {"uring_zc", RP_URING_ZC, NULL, 0, -1},
 	[M_URING_SEND] = {"uring_send", RP_URING_SEND, NULL, 0, -1},
 	[M_URING_FIXED_ND] = {"uring_zc_fixed_nd", RP_URING_ZC_FIXED, NULL, 1, M_URING_FIXED},
+	[M_URING_FIXED_COOP] = {"uring_zc_fixed_coop", RP_URING_ZC_FIXED, NULL, 2, M_URING_FIXED},
 	[M_SENDMSG] = {"sendmsg", RP_SENDMSG, NULL, 0, M_SEND},
 };
 
@@ -681,7 +684,8 @@ static void usage(const char *a0)
 		"  -p LIST     tcp,udp (default both)\n"
 		"  -m LIST     methods (default send,zc_copy,zc_iouring,zc_msgzc,zc_auto,\n"
 		"              uring_zc_fixed,msg_zerocopy; also uring_zc, uring_send,\n"
-		"              uring_zc_fixed_nd, sendmsg; 'all' for every one)\n"
+		"              uring_zc_fixed_nd, uring_zc_fixed_coop, sendmsg; 'all' for\n"
+		"              every one)\n"
 		"  -R          raw peers only: send,msg_zerocopy,uring_zc_fixed,uring_zc,uring_send\n"
 		"              (what rawbench ran)\n"
 		"  -n N        messages per measurement (default: 128 MiB / size, in [200, 20000])\n"
@@ -910,9 +914,11 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < BUFSZ; i++)
 		buf[i] = (char)(i * 131 + 7);
-	struct rp_uring u[2];
+	struct rp_uring u[3];
 	int uring_ok = rp_uring_init(&u[0], buf, BUFSZ, 64, C.setup_flags) == 0;
 	int uring_nd = rp_uring_init(&u[1], buf, BUFSZ, 64, 0) == 0;
+	int uring_coop = rp_uring_init(&u[2], buf, BUFSZ, 64,
+				       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER) == 0;
 	char la[128];
 	loadavg(la, sizeof(la));
 	time_t now = time(NULL);
@@ -925,10 +931,11 @@ int main(int argc, char **argv)
 	       C.loopback ? "root ns" : C.ns_tx, C.cpu_rx, C.loopback ? "root ns" : C.ns_rx, C.runs,
 	       C.warmup, C.nodelay ? "on" : "off");
 	printf("# load average at start: %s\n", la);
-	printf("# raw io_uring: ring %s (setup flags 0x%x; _nd ring 0x%x %s), SEND_ZC %s, fixed buffer "
-	       "%s, REPORT_USAGE %s%s%s\n",
+	printf("# raw io_uring: ring %s (setup flags 0x%x; _nd ring 0x%x %s; _coop ring 0x%x %s), "
+	       "SEND_ZC %s, fixed buffer %s, REPORT_USAGE %s%s%s\n",
 	       uring_ok ? "ok" : "FAILED", u[0].setup_flags, u[1].setup_flags,
-	       uring_nd ? "ok" : "FAILED", u[0].has_send_zc ? "yes" : "no",
+	       uring_nd ? "ok" : "FAILED", u[2].setup_flags, uring_coop ? "ok" : "FAILED",
+	       u[0].has_send_zc ? "yes" : "no",
 	       u[0].registered ? "registered" : "NOT registered", u[0].report_usage ? "yes" : "no",
 	       u[0].why[0] ? "; " : "", u[0].why);
 	const char *env[] = {"ZC_BACKEND", "ZC_COPY_THRESHOLD", "ZC_PAGEBLOCK_SIZE", "ZC_ARENA_SIZE",
@@ -1102,6 +1109,7 @@ int main(int argc, char **argv)
 			zc_pool_destroy(ZP[m].pool);
 	rp_uring_exit(&u[0]);
 	rp_uring_exit(&u[1]);
+	rp_uring_exit(&u[2]);
 	zc_netns_leave(saved);
 	atomic_store(&stop, 1);
 	zc_netns_join(&trx);
