@@ -199,6 +199,88 @@ static void veth_xdp_sends_are_not_copied(void **state)
     }
 }
 
+/* A descriptor found copying (loopback) is closed and reused for a socket
+ * that does go zero-copy (veth + XDP): the new socket copies at most a few
+ * sends (the backend checks the socket's identity every 8 sends of a copy
+ * streak), not the rest of the old socket's streak. */
+static void reused_descriptor_is_judged_afresh(void **state)
+{
+    (void)state;
+    char reason[256];
+    if (zc_netns_check(reason, sizeof(reason)) != ZC_NETNS_OK) {
+        printf("SKIP: %s\n", reason);
+        skip();
+    }
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        struct zc_netns_pair pair;
+        int rc = zc_netns_pair_create(&pair, ZC_NETNS_DEFAULT, -1, reason, sizeof(reason));
+        if (rc == ZC_NETNS_SKIP) {
+            printf("SKIP: %s\n", reason);
+            skip();
+        }
+        assert_int_equal(rc, ZC_NETNS_OK);
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        /* loopback, in this namespace: the pool turns the socket to copy */
+        int c, s;
+        tcp_pair(&c, &s);
+        size_t big = 256 << 10;
+        char *obj = sealed_object(pool, big, 7);
+        char *got = malloc(big);
+        uint64_t zc_at_20 = 0;
+        for (int i = 0; i < 24; i++) {
+            assert_int_equal(zc_send(pool, c, obj, big, 0), (ssize_t)big);
+            assert_int_equal(recv_exact(s, got, big, 5000), big);
+            zc_poll(pool, 10);
+            if (i == 19)
+                zc_at_20 = stats_of(pool).bytes_zerocopy;
+        }
+        assert_int_equal(stats_of(pool).bytes_zerocopy, zc_at_20); /* copying */
+        drain(pool);
+        close(s);
+        /* the same descriptor number, now a socket to the veth + XDP peer */
+        int saved;
+        assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
+        int pipefd[2];
+        assert_int_equal(pipe(pipefd), 0);
+        struct rx_args a = { .port = 7078, .size = 64 << 10, .count = 100, .seed = 12,
+                             .ready_fd = pipefd[1] };
+        struct zc_netns_thread t;
+        assert_int_equal(zc_netns_start(&t, pair.ns_rx, receiver, &a), 0);
+        uint64_t v;
+        assert_int_equal(read(pipefd[0], &v, sizeof(v)), sizeof(v));
+        int n = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a.port) };
+        inet_pton(AF_INET, pair.addr_rx, &sa.sin_addr);
+        assert_int_equal(connect(n, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        assert_int_equal(dup2(n, c), c);
+        close(n);
+        char *obj2 = sealed_object(pool, a.size, a.seed);
+        struct zc_stats before = stats_of(pool);
+        for (size_t i = 0; i < a.count; i++)
+            assert_int_equal(zc_send(pool, c, obj2, a.size, 0), (ssize_t)a.size);
+        assert_int_equal(zc_netns_join(&t), 0);
+        drain(pool);
+        struct zc_stats st = stats_of(pool);
+        uint64_t copied = st.bytes_copied - before.bytes_copied;
+        printf("%s reused descriptor: %llu of %zu sends copied\n", zc_backends[b],
+               (unsigned long long)(copied / a.size), a.count);
+        assert_int_equal(a.bad, 0);
+        assert_true(copied <= 8 * a.size);
+        assert_true(st.bytes_zerocopy - before.bytes_zerocopy >= (a.count - 8) * a.size);
+        close(c);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        free(got);
+        assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_free(pool, obj2), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+        assert_int_equal(zc_netns_leave(saved), 0);
+        zc_netns_pair_destroy(&pair);
+    }
+}
+
 /* ---- failures: ENOBUFS, memlock, reset, io_uring disabled ---- */
 
 static int read_sysctl(const char *path, char *buf, size_t len)
@@ -469,6 +551,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(loopback_is_detected_and_copied),
         cmocka_unit_test(veth_xdp_sends_are_not_copied),
+        cmocka_unit_test(reused_descriptor_is_judged_afresh),
         cmocka_unit_test(enobufs_falls_back_to_copy),
         cmocka_unit_test(memlock_refusal_falls_back_visibly),
         cmocka_unit_test(disabled_io_uring_fails_clearly),

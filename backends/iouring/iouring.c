@@ -44,6 +44,7 @@ struct zc_clone_buffers {
 #define ZC_IOU_MAX_BUFS 16384
 #define ZC_IOU_FD_CACHE 65536
 #define ZC_IOU_COPY_STREAK 64 /* sends by copy before zero-copy is tried again */
+#define ZC_IOU_COOKIE_EVERY 8 /* a streak checks its socket's identity this often */
 #define ZC_IOU_THRESHOLD ((size_t)16 << 10)
 /* A part of a datagram of several parts goes by SENDMSG_ZC, which pins its
  * pages on every send (no fixed buffers); below this it costs more than the
@@ -112,6 +113,7 @@ struct iou_pool {
     pthread_mutex_t master_lock;
     _Atomic uint16_t fd_copy[ZC_IOU_FD_CACHE];
     _Atomic uint16_t fd_hist[ZC_IOU_FD_CACHE]; /* recent large notifications */
+    _Atomic uint64_t fd_cookie[ZC_IOU_FD_CACHE]; /* SO_COOKIE of the socket found copying */
 };
 
 /* ---- probe, once per process ---- */
@@ -229,10 +231,38 @@ static struct iou_req *req_again(struct zc_pool *pool, const struct iou_req *req
     return again;
 }
 
+static uint64_t sock_cookie(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+        return 0;
+    return cookie;
+}
+
 static void mark_copying(struct iou_pool *st, int fd)
 {
-    if (fd >= 0 && fd < ZC_IOU_FD_CACHE)
+    if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
+        atomic_store_explicit(&st->fd_cookie[fd], sock_cookie(fd), memory_order_relaxed);
         atomic_store_explicit(&st->fd_copy[fd], ZC_IOU_COPY_STREAK, memory_order_relaxed);
+    }
+}
+
+/* True while @fd is still the socket that was found copying. The streak is
+ * kept by descriptor, which the application may close and reuse for a
+ * socket that does go zero-copy: every ZC_IOU_COOKIE_EVERY sends of the
+ * streak (from its first) the socket's cookie is checked, so a new socket
+ * copies at most that many sends before it is judged afresh. */
+static bool still_copying(struct iou_pool *st, int fd, uint16_t left)
+{
+    if (left % ZC_IOU_COOKIE_EVERY)
+        return true;
+    uint64_t want = atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed);
+    if (!want || sock_cookie(fd) == want)
+        return true;
+    atomic_store_explicit(&st->fd_copy[fd], 0, memory_order_relaxed);
+    atomic_store_explicit(&st->fd_hist[fd], 0, memory_order_relaxed);
+    return false;
 }
 
 /* Note whether a large send of @fd was copied by the kernel; true when most
@@ -924,7 +954,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
         uint16_t left = atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed);
-        if (left) {
+        if (left && still_copying(st, fd, left)) {
             /* this socket copies anyway (local delivery): copy here, cheaper */
             atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
             return zc__send_copied(pool, fd, msg, parts, nparts, flags);
