@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Paired ratios from zcbench's PREFIX-runs.txt: for every protocol and size,
+the median over runs of A's CPU per message divided by B's in the same run
+(each run measures every method back to back, so a slow phase of the machine
+hits both), with the quartiles and the ratio of the means.
+
+    bench/zcbench/paired.py PREFIX-runs.txt zc_iouring uring_zc_fixed
+"""
+import collections
+import statistics
+import sys
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__.strip())
+    path, a, b = sys.argv[1:]
+    cpu = collections.defaultdict(lambda: collections.defaultdict(dict))
+    with open(path) as f:
+        for line in f:
+            if line.startswith('#'):
+                continue
+            proto, size, method, run, ok, cpu_us = line.split()[:6]
+            if ok == '1':
+                cpu[(proto, int(size))][method][int(run)] = float(cpu_us)
+    print(f"proto size {a}/{b}: paired median [q1..q3] (ratio of means, runs)")
+    for key in sorted(cpu):
+        x, y = cpu[key].get(a, {}), cpu[key].get(b, {})
+        ratios = sorted(x[r] / y[r] for r in x if r in y and y[r] > 0)
+        if not ratios:
+            continue
+        n = len(ratios)
+        print(f"{key[0]} {key[1]:>8} {statistics.median(ratios):.3f} "
+              f"[{ratios[n // 4]:.3f}..{ratios[(3 * n) // 4]:.3f}] "
+              f"({statistics.mean(x.values()) / statistics.mean(y.values()):.3f}, {n})")
+
+
+if __name__ == '__main__':
+    main()
