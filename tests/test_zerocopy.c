@@ -142,6 +142,47 @@ static int receiver(void *arg)
     return 0;
 }
 
+/* The veth + XDP pair of namespaces; skips the test where they cannot be made. */
+static void pair_up(struct zc_netns_pair *pair)
+{
+    char reason[256];
+    int rc = zc_netns_pair_create(pair, ZC_NETNS_DEFAULT, -1, reason, sizeof(reason));
+    if (rc == ZC_NETNS_SKIP) {
+        printf("SKIP: %s\n", reason);
+        skip();
+    }
+    assert_int_equal(rc, ZC_NETNS_OK);
+}
+
+/* A receiver for @a in the pair's receiving namespace, and a TCP socket
+ * connected to it from this one (the sending namespace). */
+struct rx_conn {
+    struct zc_netns_thread t;
+    int pipefd[2];
+};
+
+static int rx_connect(const struct zc_netns_pair *pair, struct rx_args *a, struct rx_conn *conn)
+{
+    assert_int_equal(pipe(conn->pipefd), 0);
+    a->ready_fd = conn->pipefd[1];
+    assert_int_equal(zc_netns_start(&conn->t, pair->ns_rx, receiver, a), 0);
+    uint64_t v;
+    assert_int_equal(read(conn->pipefd[0], &v, sizeof(v)), sizeof(v));
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a->port) };
+    inet_pton(AF_INET, pair->addr_rx, &sa.sin_addr);
+    assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return c;
+}
+
+/* The receiver has read everything: its verdict is in @a. */
+static void rx_done(struct rx_conn *conn)
+{
+    assert_int_equal(zc_netns_join(&conn->t), 0);
+    close(conn->pipefd[0]);
+    close(conn->pipefd[1]);
+}
+
 static void veth_xdp_sends_are_not_copied(void **state)
 {
     (void)state;
@@ -154,31 +195,17 @@ static void veth_xdp_sends_are_not_copied(void **state)
         if (!available(zc_backends[b]))
             continue;
         struct zc_netns_pair pair;
-        int rc = zc_netns_pair_create(&pair, ZC_NETNS_DEFAULT, -1, reason, sizeof(reason));
-        if (rc == ZC_NETNS_SKIP) {
-            printf("SKIP: %s\n", reason);
-            skip();
-        }
-        assert_int_equal(rc, ZC_NETNS_OK);
+        pair_up(&pair);
         int saved;
         assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
         zc_pool *pool = test_pool(zc_backends[b], 0, 0);
-        int pipefd[2];
-        assert_int_equal(pipe(pipefd), 0);
-        struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11,
-                             .ready_fd = pipefd[1] };
-        struct zc_netns_thread t;
-        assert_int_equal(zc_netns_start(&t, pair.ns_rx, receiver, &a), 0);
-        uint64_t v;
-        assert_int_equal(read(pipefd[0], &v, sizeof(v)), sizeof(v));
-        int c = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a.port) };
-        inet_pton(AF_INET, pair.addr_rx, &sa.sin_addr);
-        assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11 };
+        struct rx_conn conn;
+        int c = rx_connect(&pair, &a, &conn);
         char *obj = sealed_object(pool, a.size, a.seed);
         for (size_t i = 0; i < a.count; i++)
             assert_int_equal(zc_send(pool, c, obj, a.size, 0), (ssize_t)a.size);
-        assert_int_equal(zc_netns_join(&t), 0);
+        rx_done(&conn);
         drain(pool);
         struct zc_stats st = stats_of(pool);
         printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
@@ -190,8 +217,6 @@ static void veth_xdp_sends_are_not_copied(void **state)
         assert_true(st.completions > 0);
         assert_int_equal(st.completions_copied, 0);
         close(c);
-        close(pipefd[0]);
-        close(pipefd[1]);
         assert_int_equal(zc_free(pool, obj), 0);
         assert_int_equal(zc_pool_destroy(pool), 0);
         assert_int_equal(zc_netns_leave(saved), 0);
@@ -215,12 +240,7 @@ static void reused_descriptor_is_judged_afresh(void **state)
         if (!available(zc_backends[b]))
             continue;
         struct zc_netns_pair pair;
-        int rc = zc_netns_pair_create(&pair, ZC_NETNS_DEFAULT, -1, reason, sizeof(reason));
-        if (rc == ZC_NETNS_SKIP) {
-            printf("SKIP: %s\n", reason);
-            skip();
-        }
-        assert_int_equal(rc, ZC_NETNS_OK);
+        pair_up(&pair);
         zc_pool *pool = test_pool(zc_backends[b], 0, 0);
         /* loopback, in this namespace: the pool turns the socket to copy */
         int c, s;
@@ -242,25 +262,16 @@ static void reused_descriptor_is_judged_afresh(void **state)
         /* the same descriptor number, now a socket to the veth + XDP peer */
         int saved;
         assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
-        int pipefd[2];
-        assert_int_equal(pipe(pipefd), 0);
-        struct rx_args a = { .port = 7078, .size = 64 << 10, .count = 100, .seed = 12,
-                             .ready_fd = pipefd[1] };
-        struct zc_netns_thread t;
-        assert_int_equal(zc_netns_start(&t, pair.ns_rx, receiver, &a), 0);
-        uint64_t v;
-        assert_int_equal(read(pipefd[0], &v, sizeof(v)), sizeof(v));
-        int n = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(a.port) };
-        inet_pton(AF_INET, pair.addr_rx, &sa.sin_addr);
-        assert_int_equal(connect(n, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        struct rx_args a = { .port = 7078, .size = 64 << 10, .count = 100, .seed = 12 };
+        struct rx_conn conn;
+        int n = rx_connect(&pair, &a, &conn);
         assert_int_equal(dup2(n, c), c);
         close(n);
         char *obj2 = sealed_object(pool, a.size, a.seed);
         struct zc_stats before = stats_of(pool);
         for (size_t i = 0; i < a.count; i++)
             assert_int_equal(zc_send(pool, c, obj2, a.size, 0), (ssize_t)a.size);
-        assert_int_equal(zc_netns_join(&t), 0);
+        rx_done(&conn);
         drain(pool);
         struct zc_stats st = stats_of(pool);
         uint64_t copied = st.bytes_copied - before.bytes_copied;
@@ -270,8 +281,6 @@ static void reused_descriptor_is_judged_afresh(void **state)
         assert_true(copied <= 8 * a.size);
         assert_true(st.bytes_zerocopy - before.bytes_zerocopy >= (a.count - 8) * a.size);
         close(c);
-        close(pipefd[0]);
-        close(pipefd[1]);
         free(got);
         assert_int_equal(zc_free(pool, obj), 0);
         assert_int_equal(zc_free(pool, obj2), 0);
