@@ -142,6 +142,16 @@ static int receiver(void *arg)
     return 0;
 }
 
+/* Skips the test where network namespaces cannot be made at all. */
+static void netns_or_skip(void)
+{
+    char reason[256];
+    if (zc_netns_check(reason, sizeof(reason)) != ZC_NETNS_OK) {
+        printf("SKIP: %s\n", reason);
+        skip();
+    }
+}
+
 /* The veth + XDP pair of namespaces; skips the test where they cannot be made. */
 static void pair_up(struct zc_netns_pair *pair)
 {
@@ -186,11 +196,7 @@ static void rx_done(struct rx_conn *conn)
 static void veth_xdp_sends_are_not_copied(void **state)
 {
     (void)state;
-    char reason[256];
-    if (zc_netns_check(reason, sizeof(reason)) != ZC_NETNS_OK) {
-        printf("SKIP: %s\n", reason);
-        skip();
-    }
+    netns_or_skip();
     for (size_t b = 0; b < NBACKENDS; b++) {
         if (!available(zc_backends[b]))
             continue;
@@ -231,11 +237,7 @@ static void veth_xdp_sends_are_not_copied(void **state)
 static void reused_descriptor_is_judged_afresh(void **state)
 {
     (void)state;
-    char reason[256];
-    if (zc_netns_check(reason, sizeof(reason)) != ZC_NETNS_OK) {
-        printf("SKIP: %s\n", reason);
-        skip();
-    }
+    netns_or_skip();
     for (size_t b = 0; b < NBACKENDS; b++) {
         if (!available(zc_backends[b]))
             continue;
