@@ -63,6 +63,27 @@ static void drain(zc_pool *pool)
     assert_int_equal(stats_of(pool).in_flight, 0);
 }
 
+/* @sends sends of one sealed object over the loopback pair @c -> @s, every
+ * byte checked; *zc_at_20 gets the zero-copy bytes after the 20th. */
+#define LOOPBACK_SIZE ((size_t)256 << 10)
+static char *loopback_sends(zc_pool *pool, int c, int s, int sends, uint64_t *zc_at_20)
+{
+    char *obj = sealed_object(pool, LOOPBACK_SIZE, 7);
+    char *got = malloc(LOOPBACK_SIZE);
+    assert_non_null(got);
+    *zc_at_20 = 0;
+    for (int i = 0; i < sends; i++) {
+        assert_int_equal(zc_send(pool, c, obj, LOOPBACK_SIZE, 0), (ssize_t)LOOPBACK_SIZE);
+        assert_int_equal(recv_exact(s, got, LOOPBACK_SIZE, 5000), LOOPBACK_SIZE);
+        assert_int_equal(pattern_check(got, LOOPBACK_SIZE, 7, 0), (size_t)-1);
+        zc_poll(pool, 10);
+        if (i == 19)
+            *zc_at_20 = stats_of(pool).bytes_zerocopy;
+    }
+    free(got);
+    return obj;
+}
+
 /* Loopback delivery copies anyway: the backend sees the kernel say so and
  * sends by copy from then on. */
 static void loopback_is_detected_and_copied(void **state)
@@ -74,18 +95,9 @@ static void loopback_is_detected_and_copied(void **state)
         zc_pool *pool = test_pool(zc_backends[b], 0, 0);
         int c, s;
         tcp_pair(&c, &s);
-        size_t size = 256 << 10;
-        char *obj = sealed_object(pool, size, 7);
-        char *got = malloc(size);
-        uint64_t zc_before_switch = 0;
-        for (int i = 0; i < 40; i++) {
-            assert_int_equal(zc_send(pool, c, obj, size, 0), (ssize_t)size);
-            assert_int_equal(recv_exact(s, got, size, 5000), size);
-            assert_int_equal(pattern_check(got, size, 7, 0), (size_t)-1);
-            zc_poll(pool, 10);
-            if (i == 19)
-                zc_before_switch = stats_of(pool).bytes_zerocopy;
-        }
+        size_t size = LOOPBACK_SIZE;
+        uint64_t zc_before_switch;
+        char *obj = loopback_sends(pool, c, s, 40, &zc_before_switch);
         struct zc_stats st = stats_of(pool);
         printf("%s loopback: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
                zc_backends[b], (unsigned long long)st.bytes_zerocopy,
@@ -96,7 +108,6 @@ static void loopback_is_detected_and_copied(void **state)
         assert_int_equal(st.bytes_zerocopy, zc_before_switch); /* then stopped */
         assert_true(st.bytes_copied >= 20 * size);
         drain(pool);
-        free(got);
         close(c);
         close(s);
         assert_int_equal(zc_free(pool, obj), 0);
@@ -247,17 +258,8 @@ static void reused_descriptor_is_judged_afresh(void **state)
         /* loopback, in this namespace: the pool turns the socket to copy */
         int c, s;
         tcp_pair(&c, &s);
-        size_t big = 256 << 10;
-        char *obj = sealed_object(pool, big, 7);
-        char *got = malloc(big);
-        uint64_t zc_at_20 = 0;
-        for (int i = 0; i < 24; i++) {
-            assert_int_equal(zc_send(pool, c, obj, big, 0), (ssize_t)big);
-            assert_int_equal(recv_exact(s, got, big, 5000), big);
-            zc_poll(pool, 10);
-            if (i == 19)
-                zc_at_20 = stats_of(pool).bytes_zerocopy;
-        }
+        uint64_t zc_at_20;
+        char *obj = loopback_sends(pool, c, s, 24, &zc_at_20);
         assert_int_equal(stats_of(pool).bytes_zerocopy, zc_at_20); /* copying */
         drain(pool);
         close(s);
@@ -283,7 +285,6 @@ static void reused_descriptor_is_judged_afresh(void **state)
         assert_true(copied <= 8 * a.size);
         assert_true(st.bytes_zerocopy - before.bytes_zerocopy >= (a.count - 8) * a.size);
         close(c);
-        free(got);
         assert_int_equal(zc_free(pool, obj), 0);
         assert_int_equal(zc_free(pool, obj2), 0);
         assert_int_equal(zc_pool_destroy(pool), 0);
