@@ -166,8 +166,11 @@ ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *part
 ZC_HIDDEN ssize_t zc__send_copied_from(struct zc_pool *pool, int fd, const struct msghdr *msg,
                                        int flags, size_t skip);
 
-/* For backends' poll: false once @timeout_ms have passed since @start,
- * else a short sleep (50 us) before the caller looks again. */
+/* For backends' poll: the nanoseconds left of @timeout_ms since @start
+ * (0 or less once they have passed). */
+ZC_HIDDEN long long zc__poll_left_ns(const struct timespec *start, int timeout_ms);
+/* False once @timeout_ms have passed since @start, else a short sleep
+ * (50 us) before the caller looks again. */
 ZC_HIDDEN bool zc__poll_wait(const struct timespec *start, int timeout_ms);
 
 /* One more in-flight reference on a pageblock the caller already holds. */

@@ -265,12 +265,17 @@ ZC_API int zc_pool_destroy(zc_pool *pool)
     return rc;
 }
 
-bool zc__poll_wait(const struct timespec *start, int timeout_ms)
+long long zc__poll_left_ns(const struct timespec *start, int timeout_ms)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long ms = (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
-    if (ms >= timeout_ms)
+    return (long long)timeout_ms * 1000000 -
+           ((long long)(now.tv_sec - start->tv_sec) * 1000000000 + (now.tv_nsec - start->tv_nsec));
+}
+
+bool zc__poll_wait(const struct timespec *start, int timeout_ms)
+{
+    if (zc__poll_left_ns(start, timeout_ms) <= 0)
         return false;
     struct timespec ts = { 0, 50 * 1000 };
     nanosleep(&ts, NULL);

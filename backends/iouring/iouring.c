@@ -532,11 +532,7 @@ static void iou_fini(struct zc_pool *pool)
 static bool rings_wait(struct pollfd *fds, nfds_t nfds, const struct timespec *start,
                        int timeout_ms)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long left_ns = (long long)timeout_ms * 1000000 -
-                        ((long long)(now.tv_sec - start->tv_sec) * 1000000000 +
-                         (now.tv_nsec - start->tv_nsec));
+    long long left_ns = zc__poll_left_ns(start, timeout_ms);
     if (left_ns <= 0)
         return false;
     if (left_ns > ZC_IOU_POLL_SLICE_NS)
