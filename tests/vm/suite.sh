@@ -63,6 +63,9 @@ run_cmocka() {
 	if [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ]; then
 		nf=1 # crashed, timed out or failed outside cmocka
 	fi
+	# a skip names its reason (a kernel feature missing here): show it
+	grep -E '^SKIP|^\[  SKIPPED \] [a-z_]' /tmp/out.txt | awk '!seen[$0]++' |
+		sed "s/^/$label| ${bin##*/}: /"
 	if [ "$nf" -ne 0 ]; then
 		echo "$label: ${bin##*/} exit=$rc: output follows"
 		tail -n 60 /tmp/out.txt | sed "s/^/$label| /"
