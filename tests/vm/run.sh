@@ -276,6 +276,10 @@ make_initramfs() { # $1 = output cpio
 	rm -rf "$ir"
 	mkdir -p "$ir"/{bin,sbin,dev,proc,sys,tmp,lib,tests,etc}
 	cp /bin/busybox "$ir/bin/busybox"
+	# users for the tests that drop privileges (test_backend's setuid copy)
+	printf 'root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+		>"$ir/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$ir/etc/group"
 	cp "$KROOT/mod/zcopy.ko" "$ir/lib/zcopy.ko"
 	[ -s "$KROOT/veth.ko" ] && cp "$KROOT/veth.ko" "$ir/lib/veth.ko"
 	: >"$ir/tests/list"
