@@ -85,6 +85,15 @@ static struct sockaddr_in loopback(void)
     return a;
 }
 
+char *sealed_object(zc_pool *pool, size_t size, uint64_t seed)
+{
+    char *p = zc_alloc(pool, size);
+    assert_non_null(p);
+    pattern_fill(p, size, seed, 0);
+    assert_int_equal(zc_seal(pool, p), 0);
+    return p;
+}
+
 void tcp_pair(int *client, int *server)
 {
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -19,6 +19,9 @@ void pattern_fill(void *p, size_t n, uint64_t seed, size_t offset);
 /* Index of the first wrong byte, or (size_t)-1. */
 size_t pattern_check(const void *p, size_t n, uint64_t seed, size_t offset);
 
+/* A sealed pool object of @size bytes of pattern @seed (offset 0). */
+char *sealed_object(zc_pool *pool, size_t size, uint64_t seed);
+
 /* Connected TCP pair on 127.0.0.1. */
 void tcp_pair(int *client, int *server);
 /* Connected UDP pair on 127.0.0.1. */

@@ -84,21 +84,24 @@ static void tcp_blocking_mixed_parts(void **state)
     close(s);
 }
 
+/* A TCP pair whose send and receive buffers are @bytes. */
+static void tcp_pair_small(int *c, int *s, int bytes)
+{
+    tcp_pair(c, s);
+    setsockopt(*c, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    setsockopt(*s, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
 /* A non-blocking socket takes what fits, then says EAGAIN; the byte counts
  * are exact and in order. */
 static void tcp_nonblocking_short_writes_and_eagain(void **state)
 {
     zc_pool *pool = *state;
     int c, s;
-    tcp_pair(&c, &s);
-    int small = 16384;
-    setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    tcp_pair_small(&c, &s, 16384);
     set_nonblocking(c);
     size_t len = 4u << 20;
-    char *buf = zc_alloc(pool, len);
-    pattern_fill(buf, len, 9, 0);
-    assert_int_equal(zc_seal(pool, buf), 0);
+    char *buf = sealed_object(pool, len, 9);
     size_t sent = 0;
     int eagain = 0, shorts = 0;
     for (int i = 0; i < 1000 && sent < len && !eagain; i++) {
@@ -189,7 +192,7 @@ static int parts_msg_iov(const struct parts_msg *m, size_t off, struct iovec *io
 /* Read what is there (all of it with @wait_ms) and check it against the
  * stream of whole messages (*bad: the first wrong byte's position);
  * returns the bytes read. Called by one thread at a time. */
-static size_t drain_check(int s, const struct parts_msg *m, size_t *pos, size_t upto,
+static size_t drain_check(int s, const char *whole, size_t total, size_t *pos, size_t upto,
                           int wait_ms, size_t *bad)
 {
     static char buf[65536];
@@ -201,7 +204,7 @@ static size_t drain_check(int s, const struct parts_msg *m, size_t *pos, size_t 
         if (r <= 0)
             break;
         for (ssize_t i = 0; i < r && *bad == SIZE_MAX; i++)
-            if (buf[i] != m->whole[(*pos + (size_t)i) % m->total])
+            if (buf[i] != whole[(*pos + (size_t)i) % total])
                 *bad = *pos + (size_t)i;
         *pos += (size_t)r;
         got += (size_t)r;
@@ -212,10 +215,7 @@ static size_t drain_check(int s, const struct parts_msg *m, size_t *pos, size_t 
 /* A TCP pair whose buffers hold a fraction of the message, and the message. */
 static void parts_setup(zc_pool *pool, int *c, int *s, struct parts_msg *m)
 {
-    tcp_pair(c, s);
-    int small = 32768;
-    setsockopt(*c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    setsockopt(*s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    tcp_pair_small(c, s, 32768);
     parts_msg_init(pool, m);
 }
 
@@ -242,7 +242,7 @@ static void tcp_nonblocking_parts_short_writes(void **state)
         if (r < 0) {
             assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
             eagains++;
-            drain_check(s, &m, &checked, sent, 0, &bad);
+            drain_check(s, m.whole, m.total, &checked, sent, 0, &bad);
             continue;
         }
         assert_true(r > 0 && (size_t)r <= m.total - off);
@@ -250,7 +250,7 @@ static void tcp_nonblocking_parts_short_writes(void **state)
         sent += (size_t)r;
     }
     assert_int_equal(sent, nmsgs * m.total);
-    drain_check(s, &m, &checked, sent, 5000, &bad);
+    drain_check(s, m.whole, m.total, &checked, sent, 5000, &bad);
     assert_int_equal(checked, sent);
     assert_int_equal(bad, SIZE_MAX);
     char extra;
@@ -269,10 +269,11 @@ static void tcp_nonblocking_parts_short_writes(void **state)
     close(s);
 }
 
+/* Reads slowly, checking every byte against a stream of whole messages. */
 struct slow_reader {
     int s;
-    const struct parts_msg *m;
-    size_t expect, checked, bad;
+    const char *whole;
+    size_t total, expect, checked, bad;
 };
 
 static void *slow_reader_main(void *arg)
@@ -282,12 +283,39 @@ static void *slow_reader_main(void *arg)
         struct timespec ts = { 0, 2000000 };
         nanosleep(&ts, NULL);
         size_t upto = sr->checked + 20000 < sr->expect ? sr->checked + 20000 : sr->expect;
-        if (!drain_check(sr->s, sr->m, &sr->checked, upto, 10000, &sr->bad))
+        if (!drain_check(sr->s, sr->whole, sr->total, &sr->checked, upto, 10000, &sr->bad))
             break;
     }
     if (sr->checked < sr->expect)
         shutdown(sr->s, SHUT_RDWR); /* a sender still blocked fails, not hangs */
     return NULL;
+}
+
+/* Blocking: @n calls of zc_sendmsg(@msg) to a slow reader of @s, each of
+ * which must send all @total bytes; the reader checks every byte
+ * against @whole. */
+static void blocking_sends_to_slow_reader(zc_pool *pool, int c, int s, const struct msghdr *msg,
+                                          const char *whole, size_t total, int n)
+{
+    struct slow_reader sr = {
+        .s = s, .whole = whole, .total = total, .expect = (size_t)n * total, .bad = SIZE_MAX
+    };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_reader_main, &sr), 0);
+    int sent_whole = 0;
+    for (int i = 0; i < n; i++) {
+        ssize_t r = zc_sendmsg(pool, c, msg, 0);
+        if (r != (ssize_t)total) {
+            print_message("message %d: zc_sendmsg returned %zd of %zu (%s)\n", i, r, total,
+                          r < 0 ? strerror(errno) : "short");
+            break;
+        }
+        sent_whole++;
+    }
+    assert_int_equal(sent_whole, n);
+    pthread_join(t, NULL);
+    assert_int_equal(sr.checked, sr.expect);
+    assert_int_equal(sr.bad, SIZE_MAX);
 }
 
 /* Blocking: every call sends the whole message although the socket's
@@ -298,101 +326,29 @@ static void tcp_blocking_parts_slow_reader(void **state)
     int c, s;
     struct parts_msg m;
     parts_setup(pool, &c, &s, &m);
-    const int nmsgs = 20;
-    struct slow_reader sr = { .s = s, .m = &m, .expect = nmsgs * m.total, .bad = SIZE_MAX };
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, slow_reader_main, &sr), 0);
-    int whole = 0;
-    for (int i = 0; i < nmsgs; i++) {
-        struct iovec iov[4];
-        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)parts_msg_iov(&m, 0, iov) };
-        ssize_t r = zc_sendmsg(pool, c, &msg, 0);
-        if (r != (ssize_t)m.total) {
-            print_message("message %d: zc_sendmsg returned %zd of %zu (%s)\n", i, r, m.total,
-                          r < 0 ? strerror(errno) : "short");
-            break;
-        }
-        whole++;
-    }
-    assert_int_equal(whole, nmsgs);
-    pthread_join(t, NULL);
-    assert_int_equal(sr.checked, sr.expect);
-    assert_int_equal(sr.bad, SIZE_MAX);
+    struct iovec iov[4];
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)parts_msg_iov(&m, 0, iov) };
+    blocking_sends_to_slow_reader(pool, c, s, &msg, m.whole, m.total, 20);
     parts_msg_free(pool, &m);
     close(c);
     close(s);
 }
 
-struct object_reader {
-    int s;
-    size_t len, expect, checked, bad;
-};
-
-/* Reads slowly, checking every byte against the object's pattern. */
-static void *object_reader_main(void *arg)
-{
-    struct object_reader *or = arg;
-    static char buf[50000];
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (or->checked < or->expect) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec > 20)
-            break;
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-        size_t off = or->checked % or->len;
-        size_t want = or->len - off < sizeof(buf) ? or->len - off : sizeof(buf);
-        ssize_t r = (ssize_t)recv_exact(or->s, buf, want, 10000);
-        if (r <= 0)
-            break;
-        size_t bad = pattern_check(buf, (size_t)r, 77, off);
-        if (bad != (size_t)-1 && or->bad == SIZE_MAX)
-            or->bad = or->checked + bad;
-        or->checked += (size_t)r;
-    }
-    if (or->checked < or->expect)
-        shutdown(or->s, SHUT_RDWR); /* a sender still blocked fails, not hangs */
-    return NULL;
-}
-
-/* Blocking, one large sealed object (the iouring backend's first request
- * never waits; what does not fit then goes waiting, as send(2) would):
- * every call sends all of it although the socket's buffer is a fraction of
- * it and the reader is slow. */
+/* The same with one large sealed object (the iouring backend sends it by
+ * one SEND_ZC, which must not stop short where send(2) would wait). */
 static void tcp_blocking_object_slow_reader(void **state)
 {
     zc_pool *pool = *state;
     int c, s;
-    tcp_pair(&c, &s);
-    int small = 32768;
-    setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    tcp_pair_small(&c, &s, 32768);
     size_t len = 1u << 20;
-    char *obj = zc_alloc(pool, len);
-    assert_non_null(obj);
-    pattern_fill(obj, len, 77, 0);
-    assert_int_equal(zc_seal(pool, obj), 0);
+    char *obj = sealed_object(pool, len, 77);
     const int nsends = 8;
-    struct object_reader or = { .s = s, .len = len, .expect = nsends * len, .bad = SIZE_MAX };
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, object_reader_main, &or), 0);
     struct zc_stats before, after;
     zc_stats(pool, &before);
-    int whole = 0;
-    for (int i = 0; i < nsends; i++) {
-        ssize_t r = zc_send(pool, c, obj, len, 0);
-        if (r != (ssize_t)len) {
-            print_message("send %d: zc_send returned %zd of %zu (%s)\n", i, r, len,
-                          r < 0 ? strerror(errno) : "short");
-            break;
-        }
-        whole++;
-    }
-    assert_int_equal(whole, nsends);
-    pthread_join(t, NULL);
-    assert_int_equal(or.checked, or.expect);
-    assert_int_equal(or.bad, SIZE_MAX);
+    struct iovec iov = { obj, len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    blocking_sends_to_slow_reader(pool, c, s, &msg, obj, len, nsends);
     zc_stats(pool, &after);
     assert_int_equal((after.bytes_copied + after.bytes_zerocopy) -
                          (before.bytes_copied + before.bytes_zerocopy),

@@ -46,16 +46,6 @@ static struct zc_stats stats_of(zc_pool *pool)
     return st;
 }
 
-/* A sealed, protected object of @size filled from @seed. */
-static char *sealed_object(zc_pool *pool, size_t size, uint64_t seed)
-{
-    char *p = zc_alloc(pool, size);
-    assert_non_null(p);
-    pattern_fill(p, size, seed, 0);
-    assert_int_equal(zc_seal(pool, p), 0);
-    return p;
-}
-
 static void drain(zc_pool *pool)
 {
     for (int i = 0; i < 2000 && stats_of(pool).in_flight; i++)
