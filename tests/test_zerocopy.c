@@ -194,41 +194,97 @@ static void rx_done(struct rx_conn *conn)
     close(conn->pipefd[1]);
 }
 
-static void veth_xdp_sends_are_not_copied(void **state)
+/* @a->count sends of @obj on @c, all of them whole, then the receiver's
+ * verdict and every notification. */
+static void send_all_to_rx(zc_pool *pool, int c, const char *obj, const struct rx_args *a,
+                           struct rx_conn *conn)
 {
-    (void)state;
+    for (size_t i = 0; i < a->count; i++)
+        assert_int_equal(zc_send(pool, c, obj, a->size, 0), (ssize_t)a->size);
+    rx_done(conn);
+    drain(pool);
+}
+
+/* @body once per available zero-copy backend, each on a fresh veth + XDP
+ * pair (skipped where namespaces cannot be made). */
+static void each_backend_on_veth(void (*body)(const char *backend,
+                                              const struct zc_netns_pair *pair))
+{
     netns_or_skip();
     for (size_t b = 0; b < NBACKENDS; b++) {
         if (!available(zc_backends[b]))
             continue;
         struct zc_netns_pair pair;
         pair_up(&pair);
-        int saved;
-        assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
-        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
-        struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11 };
-        struct rx_conn conn;
-        int c = rx_connect(&pair, &a, &conn);
-        char *obj = sealed_object(pool, a.size, a.seed);
-        for (size_t i = 0; i < a.count; i++)
-            assert_int_equal(zc_send(pool, c, obj, a.size, 0), (ssize_t)a.size);
-        rx_done(&conn);
-        drain(pool);
-        struct zc_stats st = stats_of(pool);
-        printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
-               zc_backends[b], (unsigned long long)st.bytes_zerocopy,
-               (unsigned long long)st.bytes_copied, (unsigned long long)st.completions,
-               (unsigned long long)st.completions_copied);
-        assert_int_equal(a.bad, 0);
-        assert_int_equal(st.bytes_zerocopy, a.size * a.count);
-        assert_true(st.completions > 0);
-        assert_int_equal(st.completions_copied, 0);
-        close(c);
-        assert_int_equal(zc_free(pool, obj), 0);
-        assert_int_equal(zc_pool_destroy(pool), 0);
-        assert_int_equal(zc_netns_leave(saved), 0);
+        body(zc_backends[b], &pair);
         zc_netns_pair_destroy(&pair);
     }
+}
+
+static void not_copied_on(const char *backend, const struct zc_netns_pair *pair)
+{
+    int saved;
+    assert_int_equal(zc_netns_enter(pair->ns_tx, &saved), 0);
+    zc_pool *pool = test_pool(backend, 0, 0);
+    struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11 };
+    struct rx_conn conn;
+    int c = rx_connect(pair, &a, &conn);
+    char *obj = sealed_object(pool, a.size, a.seed);
+    send_all_to_rx(pool, c, obj, &a, &conn);
+    struct zc_stats st = stats_of(pool);
+    printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
+           backend, (unsigned long long)st.bytes_zerocopy, (unsigned long long)st.bytes_copied,
+           (unsigned long long)st.completions, (unsigned long long)st.completions_copied);
+    assert_int_equal(a.bad, 0);
+    assert_int_equal(st.bytes_zerocopy, a.size * a.count);
+    assert_true(st.completions > 0);
+    assert_int_equal(st.completions_copied, 0);
+    close(c);
+    assert_int_equal(zc_free(pool, obj), 0);
+    assert_int_equal(zc_pool_destroy(pool), 0);
+    assert_int_equal(zc_netns_leave(saved), 0);
+}
+
+static void veth_xdp_sends_are_not_copied(void **state)
+{
+    (void)state;
+    each_backend_on_veth(not_copied_on);
+}
+
+static void reused_descriptor_on(const char *backend, const struct zc_netns_pair *pair)
+{
+    zc_pool *pool = test_pool(backend, 0, 0);
+    /* loopback, in this namespace: the pool turns the socket to copy */
+    int c, s;
+    tcp_pair(&c, &s);
+    uint64_t zc_at_20;
+    char *obj = loopback_sends(pool, c, s, 24, &zc_at_20);
+    assert_int_equal(stats_of(pool).bytes_zerocopy, zc_at_20); /* copying */
+    drain(pool);
+    close(s);
+    /* the same descriptor number, now a socket to the veth + XDP peer */
+    int saved;
+    assert_int_equal(zc_netns_enter(pair->ns_tx, &saved), 0);
+    struct rx_args a = { .port = 7078, .size = 64 << 10, .count = 100, .seed = 12 };
+    struct rx_conn conn;
+    int n = rx_connect(pair, &a, &conn);
+    assert_int_equal(dup2(n, c), c);
+    close(n);
+    char *obj2 = sealed_object(pool, a.size, a.seed);
+    struct zc_stats before = stats_of(pool);
+    send_all_to_rx(pool, c, obj2, &a, &conn);
+    struct zc_stats st = stats_of(pool);
+    uint64_t copied = st.bytes_copied - before.bytes_copied;
+    printf("%s reused descriptor: %llu of %zu sends copied\n", backend,
+           (unsigned long long)(copied / a.size), a.count);
+    assert_int_equal(a.bad, 0);
+    assert_true(copied <= 8 * a.size);
+    assert_true(st.bytes_zerocopy - before.bytes_zerocopy >= (a.count - 8) * a.size);
+    close(c);
+    assert_int_equal(zc_free(pool, obj), 0);
+    assert_int_equal(zc_free(pool, obj2), 0);
+    assert_int_equal(zc_pool_destroy(pool), 0);
+    assert_int_equal(zc_netns_leave(saved), 0);
 }
 
 /* A descriptor found copying (loopback) is closed and reused for a socket
@@ -238,49 +294,7 @@ static void veth_xdp_sends_are_not_copied(void **state)
 static void reused_descriptor_is_judged_afresh(void **state)
 {
     (void)state;
-    netns_or_skip();
-    for (size_t b = 0; b < NBACKENDS; b++) {
-        if (!available(zc_backends[b]))
-            continue;
-        struct zc_netns_pair pair;
-        pair_up(&pair);
-        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
-        /* loopback, in this namespace: the pool turns the socket to copy */
-        int c, s;
-        tcp_pair(&c, &s);
-        uint64_t zc_at_20;
-        char *obj = loopback_sends(pool, c, s, 24, &zc_at_20);
-        assert_int_equal(stats_of(pool).bytes_zerocopy, zc_at_20); /* copying */
-        drain(pool);
-        close(s);
-        /* the same descriptor number, now a socket to the veth + XDP peer */
-        int saved;
-        assert_int_equal(zc_netns_enter(pair.ns_tx, &saved), 0);
-        struct rx_args a = { .port = 7078, .size = 64 << 10, .count = 100, .seed = 12 };
-        struct rx_conn conn;
-        int n = rx_connect(&pair, &a, &conn);
-        assert_int_equal(dup2(n, c), c);
-        close(n);
-        char *obj2 = sealed_object(pool, a.size, a.seed);
-        struct zc_stats before = stats_of(pool);
-        for (size_t i = 0; i < a.count; i++)
-            assert_int_equal(zc_send(pool, c, obj2, a.size, 0), (ssize_t)a.size);
-        rx_done(&conn);
-        drain(pool);
-        struct zc_stats st = stats_of(pool);
-        uint64_t copied = st.bytes_copied - before.bytes_copied;
-        printf("%s reused descriptor: %llu of %zu sends copied\n", zc_backends[b],
-               (unsigned long long)(copied / a.size), a.count);
-        assert_int_equal(a.bad, 0);
-        assert_true(copied <= 8 * a.size);
-        assert_true(st.bytes_zerocopy - before.bytes_zerocopy >= (a.count - 8) * a.size);
-        close(c);
-        assert_int_equal(zc_free(pool, obj), 0);
-        assert_int_equal(zc_free(pool, obj2), 0);
-        assert_int_equal(zc_pool_destroy(pool), 0);
-        assert_int_equal(zc_netns_leave(saved), 0);
-        zc_netns_pair_destroy(&pair);
-    }
+    each_backend_on_veth(reused_descriptor_on);
 }
 
 /* ---- failures: ENOBUFS, memlock, reset, io_uring disabled ---- */
