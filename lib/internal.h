@@ -35,6 +35,8 @@ enum zc_backend_caps {
     ZC_BE_ZEROCOPY = 1u << 0,    /* may send parts without a copy */
     ZC_BE_NEEDS_PROTECT = 1u << 1, /* sealed data must be write-protected */
     ZC_BE_OWN_PROTECT = 1u << 2, /* protects through ops->protect */
+    ZC_BE_PLAIN_COPY = 1u << 3,  /* a message with nothing to pin needs nothing of
+                                  * the backend: lib/ copies it itself */
 };
 
 struct zc_backend_ops {

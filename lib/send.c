@@ -171,6 +171,20 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
         errno = EMSGSIZE;
         return -1;
     }
+    bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
+    size_t threshold = zerocopy ? send_threshold(pool, fd) : 0;
+    if (pool->ops->caps & ZC_BE_PLAIN_COPY) {
+        /* small replies (a server's most common) skip the part bookkeeping */
+        size_t i = 0;
+        while (zerocopy && i < n && msg->msg_iov[i].iov_len < threshold)
+            i++;
+        if (!zerocopy || i == n) {
+            ssize_t r = zc__send_copied_from(pool, fd, msg, flags, 0);
+            if (r > 0)
+                ZC_STAT_ADD(pool, sends, 1);
+            return r;
+        }
+    }
     struct zc_part stack_parts[16];
     struct zc_part *parts = stack_parts;
     if (n > 16) {
@@ -180,8 +194,6 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
             return -1;
         }
     }
-    bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
-    size_t threshold = zerocopy ? send_threshold(pool, fd) : 0;
     for (size_t i = 0; i < n; i++) {
         const struct iovec *iov = &msg->msg_iov[i];
         parts[i].base = iov->iov_base;

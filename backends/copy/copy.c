@@ -13,7 +13,7 @@ static int copy_probe(char *why, size_t why_len)
 
 const struct zc_backend_ops zc_backend_copy = {
     .name = "copy",
-    .caps = 0,
+    .caps = ZC_BE_PLAIN_COPY,
     .probe = copy_probe,
     .sendmsg = zc__send_copied,
 };

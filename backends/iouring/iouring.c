@@ -1068,7 +1068,7 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
 
 const struct zc_backend_ops zc_backend_iouring = {
     .name = "iouring",
-    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT,
+    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT | ZC_BE_PLAIN_COPY,
     .probe = iou_probe,
     .init = iou_init,
     .fini = iou_fini,

@@ -426,7 +426,7 @@ static size_t mz_threshold(struct zc_pool *pool, int fd)
 
 const struct zc_backend_ops zc_backend_msgzc = {
     .name = "msgzc",
-    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT,
+    .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT | ZC_BE_PLAIN_COPY,
     .probe = mz_probe,
     .init = mz_init,
     .fini = mz_fini,
