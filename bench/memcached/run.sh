@@ -118,6 +118,9 @@ one_run() { # one_run SIZE PROTO VARIANT BACKEND RUN
   local vfail
   vfail=$(sed -nE 's/^verify_failed: ([0-9]+)/\1/p' "$out/memcaslap.log")
   [ -n "$wrong" ] && [ -n "$vfail" ] && wrong=$((wrong + vfail)) || wrong=""
+  # a run without both verdicts is a failed run (summarize.py counts it apart): keep its logs
+  [ -n "$wrong" ] || { cp "$out/memcaslap.log" "$out/failed-$size-$proto-$variant${backend:+-$backend}-$run.log"
+    printf 'mcverify: %s\n' "$vline" >>"$out/failed-$size-$proto-$variant${backend:+-$backend}-$run.log"; }
   vgets=$(sed -nE 's/.* gets=([0-9]+).*/\1/p' <<<"$vline")
   vlost=$(sed -nE 's/.* lost=([0-9]+).*/\1/p' <<<"$vline")
   python3 - "$before" "$after" "$secs" "$size" "$proto" "$variant${backend:+:$backend}" "$run" \

@@ -6,7 +6,11 @@ protocol and variant, the ratio to stock, and gnuplot data.
 
 GETs per second per server core is cmd_get over the server's own CPU
 seconds (rusage user + system) in the same interval, i.e. 1 / CPU per GET:
-the figure that does not depend on how fast the client is. Writes
+the figure that does not depend on how fast the client is. A run whose
+checks did not finish (wrong = ERR: memcaslap or mcverify printed no verdict)
+is left out of the medians and counted under "failed". "paired" is the
+median over runs of the per-run ratio to the stock run of the same round
+(the variants run back to back in each round). Writes
 OUTDIR/summary.txt (also printed) and OUTDIR/plot-PROTO.dat for mcbench.gp.
 """
 import csv
@@ -29,17 +33,27 @@ def main():
     variants = sorted({r["variant"] for r in rows}, key=lambda v: (v != "stock", v))
     lines = ["size\tproto\tvariant\truns\tGETs/s median (min..max)\t"
              "CPU us/GET median (min..max)\tGETs/s per server core\tvs stock per core\t"
-             "vs stock GETs/s\twrong"]
+             "vs stock GETs/s\tpaired vs stock per core\twrong\tfailed"]
     dat = {}
     for (proto, size), vs in sorted(groups.items()):
         base_core = base_gets = None
         for v in variants:
             if v not in vs:
                 continue
-            g = [float(r["gets_per_s"]) for r in vs[v]]
-            c = [float(r["cpu_us_per_get"]) for r in vs[v]]
+            ok = [r for r in vs[v] if r["wrong"].isdigit()]
+            failed = len(vs[v]) - len(ok)
+            if not ok:
+                lines.append("%d\t%s\t%s\t0\t-\t-\t-\t-\t-\t-\t-\t%d" % (size, proto, v, failed))
+                continue
+            g = [float(r["gets_per_s"]) for r in ok]
+            c = [float(r["cpu_us_per_get"]) for r in ok]
             core = [1e6 / x for x in c if x > 0]
-            wrong = sum(int(r["wrong"]) if r["wrong"].isdigit() else 1 for r in vs[v])
+            wrong = sum(int(r["wrong"]) for r in ok)
+            stock_cpu = {r["run"]: float(r["cpu_us_per_get"])
+                         for r in vs.get("stock", []) if r["wrong"].isdigit()}
+            pairs = [stock_cpu[r["run"]] / float(r["cpu_us_per_get"]) for r in ok
+                     if r["run"] in stock_cpu and float(r["cpu_us_per_get"]) > 0]
+            rp = "%.3f" % statistics.median(pairs) if pairs else "-"
             gm, gmin, gmax = med_range(g)
             cm, cmin, cmax = med_range(c)
             km = statistics.median(core) if core else float("nan")
@@ -47,8 +61,9 @@ def main():
                 base_core, base_gets = km, gm
             rc = "%.3f" % (km / base_core) if base_core else "-"
             rg = "%.3f" % (gm / base_gets) if base_gets else "-"
-            lines.append("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%.0f\t%s\t%s\t%d" % (
-                size, proto, v, len(g), gm, gmin, gmax, cm, cmin, cmax, km, rc, rg, wrong))
+            lines.append("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%.0f\t%s\t%s\t%s\t%d\t%d" % (
+                size, proto, v, len(g), gm, gmin, gmax, cm, cmin, cmax, km, rc, rg, rp, wrong,
+                failed))
             dat.setdefault(proto, {}).setdefault(size, {})[v] = (cm, cmin, cmax, km / base_core if base_core else float("nan"))
     text = "\n".join(lines) + "\n"
     open(out + "/summary.txt", "w").write(text)
