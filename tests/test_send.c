@@ -84,6 +84,48 @@ static void tcp_blocking_mixed_parts(void **state)
     close(s);
 }
 
+/* A message of parts all below the copy threshold is copied whole, by
+ * every backend, and counted once. */
+static void tcp_small_parts_are_copied(void **state)
+{
+    zc_pool *pool = *state;
+    int c, s;
+    tcp_pair(&c, &s);
+    size_t sizes[3] = { 100, 3000, 1 };
+    char *parts[3];
+    struct iovec iov[3];
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        parts[i] = zc_alloc(pool, sizes[i]);
+        assert_non_null(parts[i]);
+        pattern_fill(parts[i], sizes[i], 7, total);
+        assert_int_equal(zc_seal(pool, parts[i]), 0);
+        iov[i].iov_base = parts[i];
+        iov[i].iov_len = sizes[i];
+        total += sizes[i];
+    }
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 3 };
+    struct zc_stats before, after;
+    zc_stats(pool, &before);
+    for (int round = 0; round < 4; round++)
+        assert_int_equal(zc_sendmsg(pool, c, &msg, 0), (ssize_t)total);
+    char *got = malloc(4 * total);
+    assert_non_null(got);
+    assert_int_equal(recv_exact(s, got, 4 * total, 5000), 4 * total);
+    for (int round = 0; round < 4; round++)
+        assert_int_equal(pattern_check(got + round * total, total, 7, 0), (size_t)-1);
+    zc_stats(pool, &after);
+    assert_int_equal(after.sends - before.sends, 4);
+    assert_int_equal(after.bytes_copied - before.bytes_copied, 4 * total);
+    assert_int_equal(after.bytes_zerocopy, before.bytes_zerocopy);
+    assert_int_equal(after.zerocopy_parts, before.zerocopy_parts);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(zc_free(pool, parts[i]), 0);
+    free(got);
+    close(c);
+    close(s);
+}
+
 /* A TCP pair whose send and receive buffers are @bytes. */
 static void tcp_pair_small(int *c, int *s, int bytes)
 {
@@ -455,6 +497,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(tcp_blocking_mixed_parts, setup, teardown),
+        cmocka_unit_test_setup_teardown(tcp_small_parts_are_copied, setup, teardown),
         cmocka_unit_test_setup_teardown(tcp_nonblocking_short_writes_and_eagain, setup, teardown),
         cmocka_unit_test_setup_teardown(tcp_nonblocking_parts_short_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(tcp_blocking_parts_slow_reader, setup, teardown),
