@@ -19,6 +19,11 @@
 # min..max and ratios to stock to OUT/summary.txt, and with gnuplot the plots
 # OUT/memcached-tcp.png and OUT/memcached-udp.png (mcbench.gp).
 #
+# A backend written BACKEND@DIR compares builds side by side: the patched
+# server is DIR/memcached-zcopy if DIR has one (a build.sh MC_BUILD_DIR), and
+# a DIR holding libzcopy.so.0 is put on LD_LIBRARY_PATH (the server's RUNPATH
+# yields to it); e.g. -b "iouring@/tmp/mc-a iouring@/tmp/mc-b".
+#
 # Defaults: RUNS=5, SECONDS=10, SIZES="256 512 4096 16384 65536 262144",
 # BACKENDS from zcopy-probe, UDP_MAX=1024, OUT=build/memcached/bench.
 # Needs root (namespaces), memcaslap (libmemcached-tools) and the servers
@@ -35,7 +40,7 @@ while getopts "r:d:z:b:u:o:" o; do
   case $o in
     r) runs=$OPTARG ;; d) secs=$OPTARG ;; z) sizes=$OPTARG ;; b) backends=$OPTARG ;;
     u) udp_max=$OPTARG ;; o) out=$OPTARG ;;
-    *) sed -n '2,25p' "$0"; exit 2 ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -72,8 +77,14 @@ EOF
 
 start_server() { # start_server stock|zcopy BACKEND
   local bin=$mc/memcached-$1 extra=()
+  local backend=${2%%@*} dir="" lib=${LD_LIBRARY_PATH:-}
   [ "$1" = zcopy ] && extra=(-o zcopy)
-  ZC_BACKEND=$2 $TX taskset -c 0 "$bin" -u root -t 1 -l "$SRV" -p "$PORT" -U "$PORT" \
+  [[ "$2" == *@* ]] && dir=${2#*@}
+  if [ -n "$dir" ]; then
+    [ -x "$dir/memcached-zcopy" ] && bin=$dir/memcached-zcopy
+    [ -e "$dir/libzcopy.so.0" ] && lib=$dir
+  fi
+  ZC_BACKEND=$backend LD_LIBRARY_PATH=$lib $TX taskset -c 0 "$bin" -u root -t 1 -l "$SRV" -p "$PORT" -U "$PORT" \
     -m 2048 -I 2m -c 4096 "${extra[@]}" >"$out/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 50); do
@@ -119,8 +130,8 @@ one_run() { # one_run SIZE PROTO VARIANT BACKEND RUN
   vfail=$(sed -nE 's/^verify_failed: ([0-9]+)/\1/p' "$out/memcaslap.log")
   [ -n "$wrong" ] && [ -n "$vfail" ] && wrong=$((wrong + vfail)) || wrong=""
   # a run without both verdicts is a failed run (summarize.py counts it apart): keep its logs
-  [ -n "$wrong" ] || { cp "$out/memcaslap.log" "$out/failed-$size-$proto-$variant${backend:+-$backend}-$run.log"
-    printf 'mcverify: %s\n' "$vline" >>"$out/failed-$size-$proto-$variant${backend:+-$backend}-$run.log"; }
+  local failed_log=$out/failed-$size-$proto-$variant${backend:+-${backend//\//_}}-$run.log
+  [ -n "$wrong" ] || { cp "$out/memcaslap.log" "$failed_log"; printf 'mcverify: %s\n' "$vline" >>"$failed_log"; }
   vgets=$(sed -nE 's/.* gets=([0-9]+).*/\1/p' <<<"$vline")
   vlost=$(sed -nE 's/.* lost=([0-9]+).*/\1/p' <<<"$vline")
   python3 - "$before" "$after" "$secs" "$size" "$proto" "$variant${backend:+:$backend}" "$run" \
