@@ -242,7 +242,14 @@ def smoke(args):
         got = t.get(k)
         c.check(got is not None and got[1].rstrip(b" ") == b"999", "get after decr: %r" % (got,))
         c.check(t.cmd(b"decr %s 5000" % k) == b"0", "decr floors at 0")
+        # Neighbours in the pool around it, full of '-': memcached's number
+        # check (strchr for '-' past 2**63) must stop at the value's end.
+        minus = [b"smoke:num-%d" % i for i in range(32)]
+        for n in minus[:16]:
+            c.check(t.cmd(b"set %s 0 0 20" % n, b"-" * 20) == b"STORED", "set '-' neighbour")
         c.check(t.cmd(b"set %s 0 0 20" % k, b"18446744073709551615") == b"STORED", "set 2**64-1")
+        for n in minus[16:]:
+            c.check(t.cmd(b"set %s 0 0 20" % n, b"-" * 20) == b"STORED", "set '-' neighbour")
         c.check(t.cmd(b"incr %s 1" % k) == b"0", "incr wraps at 2**64")
         r = u.request(b"incr %s 5\r\n" % k)
         c.check(r == b"5\r\n", "udp incr: %r" % r)
@@ -253,6 +260,8 @@ def smoke(args):
         c.check(t.cmd(b"set %s 0 0 3" % k, b"abc") == b"STORED", "set non-number")
         c.check(t.cmd(b"incr %s 1" % k).startswith(b"CLIENT_ERROR"), "incr on non-number refused")
         c.check(t.cmd(b"delete " + k) == b"DELETED", "delete number")
+        for n in minus:
+            c.check(t.cmd(b"delete " + n) == b"DELETED", "delete '-' neighbour")
         c.check(t.cmd(b"incr %s 1" % k) == b"NOT_FOUND", "incr on missing key")
     tcp_step("incr/decr", counters)
 
