@@ -5,11 +5,12 @@
  *   mcverify -s HOST -p PORT [-u] [-k KEYS] [-z SIZE] [-t SECONDS] [-w WINDOW]
  *            [-r SETS_PER_10] [-P] [-n MAXOPS]
  *
- * -P prefills KEYS keys (over TCP) and exits. Otherwise it runs GETs (and
- * SETs, -r of every 10 operations, default 1: GET-heavy 9:1) over TCP with
- * WINDOW requests in flight (default 8), or over UDP (-u: one request at a
- * time, replies reassembled from memcached's 8-byte frame headers), for
- * SECONDS (default 5) or MAXOPS operations, whichever ends first. Each key's
+ * -P prefills KEYS keys (over TCP, WINDOW sets in flight) and exits.
+ * Otherwise it runs GETs (and SETs, -r of every 10 operations, default 1:
+ * GET-heavy 9:1) over TCP with WINDOW requests in flight (default 8), or
+ * over UDP (-u: one request at a time, replies reassembled from memcached's
+ * 8-byte frame headers), for SECONDS (default 5) or MAXOPS operations,
+ * whichever ends first. Each key's
  * value is a function of (key, version): the reply's flags carry the version,
  * so every byte of every value read is checked. Prints one line:
  *   ops=N gets=N hits=N misses=N sets=N wrong=N lost=N secs=S gets_per_s=R
@@ -236,14 +237,21 @@ static void run_tcp(void)
     if (r.b == NULL)
         die("malloc");
     if (prefill_only) {
-        for (unsigned k = 0; k < nkeys; k++) {
-            tcp_set(fd, k, 0);
-            char *line = rb_line(&r);
-            if (strcmp(line, "STORED") != 0) {
-                fprintf(stderr, "mcverify: prefill k%u: %s\n", k, line);
-                exit(2);
+        /* WINDOW sets in flight, then their replies: the replies are a few
+         * bytes each, so neither side can block the other. */
+        for (unsigned k = 0; k < nkeys;) {
+            unsigned batch = nkeys - k < window ? nkeys - k : window;
+            for (unsigned i = 0; i < batch; i++)
+                tcp_set(fd, k + i, 0);
+            for (unsigned i = 0; i < batch; i++) {
+                char *line = rb_line(&r);
+                if (strcmp(line, "STORED") != 0) {
+                    fprintf(stderr, "mcverify: prefill k%u: %s\n", k + i, line);
+                    exit(2);
+                }
+                n_sets++;
             }
-            n_sets++;
+            k += batch;
         }
         return;
     }

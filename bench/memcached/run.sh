@@ -7,7 +7,8 @@
 #   bench/memcached/run.sh [-r RUNS] [-d SECONDS] [-z "SIZES"] [-b "BACKENDS"] [-u UDP_MAX] [-o OUT]
 #
 # For every value size, RUNS times, stock and patched (one server per zcopy
-# backend) interleaved, each on a fresh server: prefill, then memcaslap
+# backend) interleaved, each on a fresh server: filled to its -m (mem_mib
+# below) so that it evicts, then memcaslap
 # (GET:SET 9:1, fixed value size, every GET reply checked against what it set:
 # --verify=1.0) for SECONDS over TCP (and over UDP for sizes up to UDP_MAX),
 # then mcverify (this directory's client) reads for 1 s and checks every value
@@ -62,7 +63,7 @@ TX="ip netns exec zc-tx"
 RX="ip netns exec zc-rx"
 pid=""
 
-stats() { # prints "cmd_get rusage_user rusage_system"
+stats() { # prints "cmd_get rusage_user rusage_system evictions minflt"
   $RX python3 - "$SRV" "$PORT" <<'EOF'
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
@@ -71,11 +72,13 @@ buf = b""
 while not buf.endswith(b"END\r\n"):
     buf += s.recv(65536)
 st = dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
-print(st["cmd_get"], st["rusage_user"], st["rusage_system"])
+print(st["cmd_get"], st["rusage_user"], st["rusage_system"], st["evictions"], end=" ")
 EOF
+  # the server's minor page faults (field 10 of /proc/PID/stat; its comm has no spaces)
+  awk '{ print $10 }' "/proc/$pid/stat"
 }
 
-start_server() { # start_server stock|zcopy BACKEND
+start_server() { # start_server stock|zcopy BACKEND MEMORY_MIB
   local bin=$mc/memcached-$1 extra=()
   local backend=${2%%@*} dir="" lib=${LD_LIBRARY_PATH:-}
   [ "$1" = zcopy ] && extra=(-o zcopy)
@@ -85,9 +88,11 @@ start_server() { # start_server stock|zcopy BACKEND
     [ -e "$dir/libzcopy.so.0" ] && lib=$dir
   fi
   ZC_BACKEND=$backend LD_LIBRARY_PATH=$lib $TX taskset -c 0 "$bin" -u root -t 1 -l "$SRV" -p "$PORT" -U "$PORT" \
-    -m 2048 -I 2m -c 4096 "${extra[@]}" >"$out/server.log" 2>&1 &
+    -m "$3" -I 2m -c 4096 "${extra[@]}" >"$out/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 50); do
+    # ip netns exec and taskset exec the server: wait until $pid is it
+    [ "$(readlink "/proc/$pid/exe")" = "$(readlink -f "$bin")" ] || { sleep 0.1; continue; }
     stats >/dev/null 2>&1 && return 0
     sleep 0.1
   done
@@ -103,15 +108,35 @@ stop_server() {
 trap stop_server EXIT
 
 results=$out/results.tsv
-printf 'size\tproto\tvariant\trun\tgets_per_s\tcpu_us_per_get\twrong\tverify_gets\tverify_lost\n' >"$results"
+printf 'size\tproto\tvariant\trun\tgets_per_s\tcpu_us_per_get\twrong\tverify_gets\tverify_lost\tevictions\tminflt_per_get\n' >"$results"
+
+# The cache size (-m, MiB) for a value size: the server is filled to it
+# before the measured window, so SETs in the window evict and reuse memory
+# (a cache in service is full) instead of growing the slab, which stock
+# memcached zeroes page by page; and it is large enough that what
+# memcaslap adds in a window of up to 10 s (about a ninth of its GETs, about
+# 1.4 GB at 64 KiB and 256 KiB here) does not evict memcaslap's own keys.
+mem_mib() {
+  if [ "$1" -le 1024 ]; then echo 128
+  elif [ "$1" -le 4096 ]; then echo 512
+  elif [ "$1" -le 16384 ]; then echo 1024
+  else echo 2048
+  fi
+}
 
 one_run() { # one_run SIZE PROTO VARIANT BACKEND RUN
-  local size=$1 proto=$2 variant=$3 backend=$4 run=$5 keys cfg before after vline wrong vgets vlost
+  local size=$1 proto=$2 variant=$3 backend=$4 run=$5 keys fill mem cfg before after vline wrong vgets vlost
   keys=$((64 * 1024 * 1024 / size))
   [ "$keys" -gt 20000 ] && keys=20000
   [ "$keys" -lt 64 ] && keys=64
-  start_server "$variant" "$backend" || return 1
-  $RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$keys" -z "$size" -P >/dev/null
+  mem=$(mem_mib "$size")
+  # enough keys to hold 5% more than -m even at 80 bytes of item overhead:
+  # the cache is full (evicting) before memcaslap starts
+  fill=$((mem * 1024 * 1024 / (size + 80) * 21 / 20))
+  start_server "$variant" "$backend" "$mem" || return 1
+  # the fill first, then mcverify's keys again, so they are the newest
+  $RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$fill" -z "$size" -w 64 -P >/dev/null
+  $RX taskset -c 1 "$out/mcverify" -s "$SRV" -p "$PORT" -k "$keys" -z "$size" -w 64 -P >/dev/null
   cfg=$out/memcaslap-$size.cfg
   printf 'key\n16 16 1\nvalue\n%s %s 1\ncmd\n0 0.1\n1 0.9\n' "$size" "$size" >"$cfg"
   local udp=()
@@ -142,8 +167,10 @@ a = [float(x) for x in sys.argv[2].split()]
 secs = float(sys.argv[3])
 gets = a[0] - b[0]
 cpu = (a[1] - b[1]) + (a[2] - b[2])
-print("%s\t%s\t%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s" % (sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
-      gets / secs, cpu / gets * 1e6 if gets else float("nan"), sys.argv[8], sys.argv[9], sys.argv[10]))
+nan = float("nan")
+print("%s\t%s\t%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%.3f" % (sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
+      gets / secs, cpu / gets * 1e6 if gets else nan, sys.argv[8], sys.argv[9], sys.argv[10],
+      a[3] - b[3], (a[4] - b[4]) / gets if gets else nan))
 EOF
   tail -n 1 "$results"
 }
