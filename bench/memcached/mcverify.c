@@ -10,9 +10,9 @@
  * GET-heavy 9:1) over TCP with WINDOW requests in flight (default 8), or
  * over UDP (-u: one request at a time, replies reassembled from memcached's
  * 8-byte frame headers), for SECONDS (default 5) or MAXOPS operations,
- * whichever ends first. Each key's
- * value is a function of (key, version): the reply's flags carry the version,
- * so every byte of every value read is checked. Prints one line:
+ * whichever ends first. Each key's value is a function of (key, version):
+ * the reply's flags carry the version, so every byte of every value read is
+ * checked. Prints one line:
  *   ops=N gets=N hits=N misses=N sets=N wrong=N lost=N secs=S gets_per_s=R
  * and exits 1 if any value was wrong.
  */
