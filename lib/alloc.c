@@ -18,10 +18,12 @@ static void *alloc_new_pageblock(struct zc_pool *pool, struct zc_heap *heap, uns
 }
 
 /* A pageblock we own may still be protected from before: reuse it only if
- * no send is in flight, after lifting the protection. */
+ * it is worth reopening and no send is in flight, after lifting the
+ * protection. */
 static bool usable(struct zc_pool *pool, struct zc_pageblock *pb)
 {
-    return atomic_load(&pb->prot) == ZC_PROT_NONE || zc__pb_try_unprotect(pool, pb) == 0;
+    return atomic_load(&pb->prot) == ZC_PROT_NONE ||
+           (zc__pb_worth_reopening(pb) && zc__pb_try_unprotect(pool, pb) == 0);
 }
 
 static void *alloc_small_slow(struct zc_pool *pool, struct zc_heap *heap, unsigned c)
@@ -87,7 +89,7 @@ ZC_API void *zc_alloc(zc_pool *pool, size_t size)
         return NULL;
     }
     void *p;
-    if (ZC_LIKELY(size <= ZC_SMALL_MAX)) {
+    if (ZC_LIKELY(size <= pool->small_max)) {
         unsigned c = zc__size_class(size);
         struct zc_heap *heap = zc__heap_get(pool);
         if (ZC_UNLIKELY(!heap)) {

@@ -125,6 +125,7 @@ ZC_HIDDEN void *zc__pb_take(struct zc_pageblock *pb);
 ZC_HIDDEN bool zc__pb_collect(struct zc_pageblock *pb);
 ZC_HIDDEN bool zc__pb_has_free(const struct zc_pageblock *pb);
 ZC_HIDDEN bool zc__pb_is_empty(const struct zc_pageblock *pb);
+ZC_HIDDEN bool zc__pb_worth_reopening(const struct zc_pageblock *pb);
 ZC_HIDDEN int zc__pb_slot(const struct zc_pageblock *pb, const void *p, bool exact);
 ZC_HIDDEN bool zc__pb_slot_live(const struct zc_pageblock *pb, unsigned slot);
 ZC_HIDDEN int zc__pb_free_slot(struct zc_pool *pool, struct zc_pageblock *pb,

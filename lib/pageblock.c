@@ -95,7 +95,7 @@ int zc__pb_slot(const struct zc_pageblock *pb, const void *p, bool exact)
     uintptr_t off = (uintptr_t)p - (uintptr_t)pb->start;
     if (off >= (uintptr_t)pb->npages * ZC_PAGE_SIZE)
         return -1;
-    /* off < 1 MiB and slot_size <= 32 KiB: the multiply is off by one at most */
+    /* off < 4 GiB: the multiply is off by one at most */
     uint64_t slot = ((uint64_t)off * pb->slot_recip) >> 32;
     if (slot * pb->slot_size > off)
         slot--;
@@ -195,10 +195,22 @@ static unsigned pb_free_count(const struct zc_pageblock *pb)
     return n;
 }
 
+/* Whether allocating from @pb again is worth it. A write-protected
+ * pageblock is reopened only once half its slots are free: reopening costs
+ * two protection changes (lifted now, set again when it is full), each a
+ * TLB flush, which a slot or two would not repay (with a full cache every
+ * allocation follows a free). Memory stays under twice the live bytes of
+ * such pageblocks; a pageblock that empties goes back to the arena. */
+bool zc__pb_worth_reopening(const struct zc_pageblock *pb)
+{
+    return atomic_load(&pb->prot) != ZC_PROT_ON || 2 * pb_free_count(pb) >= pb->nslots;
+}
+
 /* The partial pageblock to take from a list: one with no sends in flight,
- * the fullest of the first few, so that the emptiest ones drain and go back
- * to the arena (this keeps memory near the live bytes under churn). NULL
- * if all of those are in flight; the head then moves on past them. */
+ * worth reopening, the fullest of the first few, so that the emptiest ones
+ * drain and go back to the arena (this keeps memory near the live bytes
+ * under churn). NULL if none of those will do; the head then moves on past
+ * them. */
 static struct zc_pageblock *pick_partial(_Atomic(struct zc_pageblock *) *list)
 {
     struct zc_pageblock *head = atomic_load_explicit(list, memory_order_relaxed);
@@ -206,7 +218,7 @@ static struct zc_pageblock *pick_partial(_Atomic(struct zc_pageblock *) *list)
     unsigned best_free = ~0u;
     for (unsigned tries = 0; pb && tries < 8; tries++) {
         if (atomic_load(&pb->in_flight) == 0 &&
-            atomic_load(&pb->prot) != ZC_PROT_PROTECTING) {
+            atomic_load(&pb->prot) != ZC_PROT_PROTECTING && zc__pb_worth_reopening(pb)) {
             /* fullest first, but worth the trip: a quarter of the slots */
             unsigned f = pb_free_count(pb);
             if (f < pb->nslots / 4u)

@@ -15,10 +15,16 @@
 #define ZC_PAGE_SIZE ((size_t)1 << ZC_PAGE_SHIFT)
 
 /* Size classes: 8-byte steps up to 64 B, then 8 classes per doubling, so a
- * class is at most 12.5% above the one below it. Objects above
- * ZC_SMALL_MAX get their own page run (page rounding wastes < 12.5%). */
+ * class is at most 12.5% above the one below it, up to ZC_CLASS_MAX.
+ * Objects up to half the pageblock size (ZC_SMALL_MAX with the default
+ * 64 KiB) use the classes; larger ones get their own page run (page
+ * rounding wastes < 12.5%). Classes above ZC_SMALL_MAX are page multiples,
+ * so every object above it is page aligned. ZC_CLASS_MAX is 32 pages: a
+ * run of 34 pages or more is flushed from the TLB whole, as cheaply as a
+ * pageblock (x86 flushes page by page up to 33). */
 #define ZC_SMALL_MAX ((size_t)32 * 1024)
-#define ZC_NUM_CLASSES 80
+#define ZC_CLASS_MAX ((size_t)128 * 1024)
+#define ZC_NUM_CLASSES 96
 /* Largest object: its run's size must fit the 32-bit slot size. */
 #define ZC_LARGE_MAX (((size_t)1 << 31) - ZC_PAGE_SIZE)
 
@@ -149,6 +155,7 @@ struct zc_pool {
     uint64_t id;            /* unique per process, for the per-thread cache */
     struct zc_pool_config cfg;
     size_t copy_threshold;
+    size_t small_max;       /* largest object size that shares pageblocks */
     /* The arena: one reservation, committed as it is touched. */
     uint8_t *arena;
     size_t arena_size;

@@ -106,7 +106,7 @@ static void pageblock_states_show_in_stats(void **state)
     assert_int_equal(st.pageblocks_active, 0);
     assert_int_equal(st.bytes_committed, 0);
 
-    char **objs = calloc(2 * n, sizeof(*objs));
+    char **objs = calloc(4 * n, sizeof(*objs));
     for (size_t i = 0; i < n; i++)
         objs[i] = zc_alloc(pool, size);
     st = stats_of(pool);
@@ -134,28 +134,49 @@ static void pageblock_states_show_in_stats(void **state)
 
     /* a free makes it partial, still protected */
     assert_int_equal(zc_free(pool, objs[3]), 0);
+    objs[3] = NULL;
     st = stats_of(pool);
     assert_int_equal(st.pageblocks_full, 0);
     assert_int_equal(st.pageblocks_partial, 1);
     assert_int_equal(st.pageblocks_protected, 1);
 
-    /* fill the second pageblock: the allocator then takes the partial one
-     * back, lifting its protection since nothing is in flight */
+    /* fill the second pageblock: one free slot is not worth two protection
+     * changes, so the next object opens a third pageblock */
     for (size_t i = n + 1; i < 2 * n; i++)
         objs[i] = zc_alloc(pool, size);
-    char *again = zc_alloc(pool, size);
-    assert_ptr_equal(again, objs[3]);
+    objs[2 * n] = zc_alloc(pool, size);
+    assert_true(objs[2 * n] < objs[0] || objs[2 * n] > objs[n - 1]);
+    st = stats_of(pool);
+    assert_int_equal(st.pageblocks_protected, 1);
+    assert_int_equal(st.unprotects, 0);
+
+    /* with half its slots free, the allocator takes the protected one back
+     * once the third is full, lifting its protection (nothing in flight) */
+    for (size_t i = 0; i < n / 2; i++) {
+        if (i != 3)
+            assert_int_equal(zc_free(pool, objs[i]), 0);
+        objs[i] = NULL;
+    }
+    char *again = NULL;
+    size_t next = 2 * n + 1;
+    while (next < 4 * n && !again) {
+        char *p = zc_alloc(pool, size);
+        assert_non_null(p);
+        if (p >= objs[n / 2] - (n / 2) * size && p <= objs[n - 1])
+            again = p;
+        else
+            objs[next++] = p;
+    }
+    assert_non_null(again);
     st = stats_of(pool);
     assert_int_equal(st.pageblocks_protected, 0);
     assert_int_equal(st.unprotects, 1);
-    assert_int_equal(st.pageblocks_partial, 0);
-    assert_int_equal(st.pageblocks_full, 1);
     assert_int_equal(st.protect_faults, 0);
     pattern_fill(again, size, 999, 0);
-    /* the other objects kept their bytes */
-    for (size_t i = 0; i < n; i++)
-        if (i != 3)
-            assert_int_equal(pattern_check(objs[i], size, i, 0), (size_t)-1);
+    /* the objects still in it kept their bytes */
+    for (size_t i = n / 2; i < n; i++)
+        assert_int_equal(pattern_check(objs[i], size, i, 0), (size_t)-1);
+    objs[0] = again;
 
     /* large objects are protected when sealed */
     char *big = zc_alloc(pool, 200000);
@@ -169,13 +190,69 @@ static void pageblock_states_show_in_stats(void **state)
     assert_int_equal(st.large_protected, 0);
 
     /* freeing everything returns the pageblocks */
-    objs[3] = again;
-    for (size_t i = 0; i < 2 * n; i++)
+    for (size_t i = 0; i < 4 * n; i++)
         assert_int_equal(zc_free(pool, objs[i]), 0);
     st = stats_of(pool);
     assert_int_equal(st.pageblocks_full + st.pageblocks_partial, 0);
     assert_int_equal(st.pageblocks_active, 1);
     free(objs);
+    zc_pool_destroy(pool);
+}
+
+/* With 1 MiB pageblocks, objects up to 128 KiB share pageblocks: the
+ * objects of one pageblock are write-protected by one change, where each
+ * large object pays its own. */
+static void larger_pageblocks_take_larger_objects(void **state)
+{
+    (void)state;
+    struct zc_pool_config cfg;
+    zc_pool_config_init(&cfg);
+    cfg.backend = "copy";
+    cfg.flags = ZC_POOL_PROTECT | ZC_POOL_IGNORE_ENV;
+    cfg.arena_capacity = (size_t)256 << 20;
+    cfg.pageblock_size = (size_t)1 << 20;
+    zc_pool *pool = NULL;
+    assert_int_equal(zc_pool_create(&pool, &cfg), 0);
+    const size_t size = 65536 + 100; /* a 64 KiB value and its reply line */
+    unsigned c = zc__size_class(size);
+    size_t n = pool->classes[c].nslots;
+    assert_true(n >= 8);
+    char **objs = calloc(n, sizeof(*objs));
+    for (size_t i = 0; i < n; i++) {
+        objs[i] = zc_alloc(pool, size);
+        assert_non_null(objs[i]);
+        assert_int_equal((uintptr_t)objs[i] % ZC_PAGE_SIZE, 0);
+        pattern_fill(objs[i], size, i, 0);
+    }
+    struct zc_stats st = stats_of(pool);
+    assert_int_equal(st.large_objects, 0);
+    assert_int_equal(st.pageblocks_active, 1);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(stats_of(pool).pageblocks_protected, 0);
+        assert_int_equal(zc_seal(pool, objs[i]), 0);
+    }
+    st = stats_of(pool);
+    assert_int_equal(st.pageblocks_protected, 1);
+    assert_int_equal(st.protects, 1);
+    assert_int_equal(st.large_protected, 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(pattern_check(objs[i], size, i, 0), (size_t)-1);
+        assert_int_equal(zc_free(pool, objs[i]), 0);
+    }
+    /* above 128 KiB, an object has its own run as before */
+    char *big = zc_alloc(pool, (128 << 10) + 1);
+    assert_non_null(big);
+    assert_int_equal(stats_of(pool).large_objects, 1);
+    assert_int_equal(zc_free(pool, big), 0);
+    free(objs);
+    zc_pool_destroy(pool);
+
+    /* the default 64 KiB pageblocks: objects above 32 KiB are large */
+    pool = test_pool("copy", ZC_POOL_PROTECT, 0);
+    big = zc_alloc(pool, ZC_SMALL_MAX + 1);
+    assert_non_null(big);
+    assert_int_equal(stats_of(pool).large_objects, 1);
+    assert_int_equal(zc_free(pool, big), 0);
     zc_pool_destroy(pool);
 }
 
@@ -186,6 +263,7 @@ int main(void)
         cmocka_unit_test(arena_exhaustion_is_enomem),
         cmocka_unit_test(slots_are_reused_after_free),
         cmocka_unit_test(pageblock_states_show_in_stats),
+        cmocka_unit_test(larger_pageblocks_take_larger_objects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

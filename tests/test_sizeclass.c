@@ -20,29 +20,43 @@ static void classes_are_monotonic_and_tight(void **state)
             assert_true((sz - prev) * 8 <= prev);
         prev = sz;
     }
-    assert_int_equal(prev, ZC_SMALL_MAX);
+    assert_int_equal(prev, ZC_CLASS_MAX);
     /* the waste of every size from 64 B up is at most 12.5% */
-    for (size_t s = 64; s <= ZC_SMALL_MAX; s++) {
+    for (size_t s = 64; s <= ZC_CLASS_MAX; s++) {
         size_t cs = zc__class_size(zc__size_class(s));
         assert_true(cs >= s);
         assert_true((cs - s) * 8 <= s);
     }
 }
 
+/* Every class's pageblock, at the default size and at the largest. */
 static void geometry_fits_every_class(void **state)
 {
     (void)state;
-    zc_pool *pool = test_pool("copy", 0, 0);
-    for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
-        const struct zc_class *cls = &pool->classes[c];
-        size_t bytes = (size_t)cls->npages * ZC_PAGE_SIZE;
-        assert_true(cls->nslots >= 4);
-        assert_true(cls->nslots <= ZC_PB_MAX_SLOTS);
-        assert_true((size_t)cls->nslots * cls->size <= bytes);
-        /* tail left unused by the pageblock: under 12.5% */
-        assert_true((bytes - (size_t)cls->nslots * cls->size) * 8 <= bytes);
+    for (int big = 0; big < 2; big++) {
+        struct zc_pool_config cfg;
+        zc_pool_config_init(&cfg);
+        cfg.backend = "copy";
+        cfg.flags = ZC_POOL_IGNORE_ENV;
+        cfg.arena_capacity = (size_t)256 << 20;
+        cfg.pageblock_size = big ? (size_t)1 << 20 : 0;
+        zc_pool *pool = NULL;
+        assert_int_equal(zc_pool_create(&pool, &cfg), 0);
+        assert_int_equal(pool->small_max, big ? ZC_CLASS_MAX : ZC_SMALL_MAX);
+        for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
+            const struct zc_class *cls = &pool->classes[c];
+            size_t bytes = (size_t)cls->npages * ZC_PAGE_SIZE;
+            assert_true(cls->nslots >= 4);
+            assert_true(cls->nslots <= ZC_PB_MAX_SLOTS);
+            assert_true((size_t)cls->nslots * cls->size <= bytes);
+            /* tail left unused by the pageblock: under 12.5% */
+            assert_true((bytes - (size_t)cls->nslots * cls->size) * 8 <= bytes);
+            /* classes above 32 KiB keep objects page aligned */
+            if (cls->size > ZC_SMALL_MAX)
+                assert_int_equal(cls->size % ZC_PAGE_SIZE, 0);
+        }
+        zc_pool_destroy(pool);
     }
-    zc_pool_destroy(pool);
 }
 
 static size_t expected_alignment(size_t size)

@@ -84,7 +84,9 @@ struct zc_pool_config {
      *  committed only as it is used. Default 1 GiB (@c ZC_ARENA_SIZE). */
     size_t arena_capacity;
     /** Target pageblock size in bytes, a multiple of the page size between
-     *  16 KiB and 1 MiB. Default 64 KiB (@c ZC_PAGEBLOCK_SIZE). */
+     *  16 KiB and 1 MiB. Default 64 KiB (@c ZC_PAGEBLOCK_SIZE). Objects up
+     *  to half of it (at least 32 KiB) share pageblocks; a larger size
+     *  batches the write protection of larger objects. */
     size_t pageblock_size;
     /** Backend: "auto", one name ("kmod", "iouring", "msgzc", "copy"), or a
      *  comma-separated list tried in order. NULL means @c ZC_BACKEND, then
@@ -169,10 +171,12 @@ ZC_API int zc_pool_destroy(zc_pool *pool);
 /**
  * @brief Allocate @p size bytes from the pool.
  *
- * Objects up to 32 KiB share pageblocks of their size class; larger ones
- * get their own page run. Memory is aligned to 8 bytes, to 16 bytes when
- * @p size is 128 or more, and to the page size above 32 KiB. Its contents
- * are unspecified.
+ * Objects up to half the pageblock size (32 KiB with the default 64 KiB
+ * pageblocks, 128 KiB at most) share pageblocks of their size class, which
+ * are write-protected whole once full of sealed objects; larger ones get
+ * their own page run, protected when sealed. Memory is aligned to 8
+ * bytes, to 16 bytes when @p size is 128 or more, and to the page size
+ * above 32 KiB. Its contents are unspecified.
  * @param pool  the pool.
  * @param size  1 byte up to the arena capacity (and at most 2 GiB - 4 KiB).
  * @return the object, or NULL with @c errno set to @c EINVAL (NULL pool,
