@@ -17,8 +17,8 @@
  * ends in).  -R selects the raw peers only (what rawbench used to run).
  *
  * zc_send methods: one pool per method; per size one object allocated, filled
- * and sealed once at start (objects up to 32 KiB: the rest of their pageblock
- * is allocated and sealed too, so the pageblock gets write-protected), then
+ * and sealed once at start (an object that shares a pageblock: the rest of
+ * its pageblock is allocated and sealed too, so it gets write-protected), then
  * sent N times.  Counters from zc_stats() deltas over the timed part; every
  * completion is reaped with zc_poll() inside the timed part, as the raw peers
  * wait for theirs.  The warm-up messages' completions are not waited for (the
