@@ -201,9 +201,14 @@ static unsigned pb_free_count(const struct zc_pageblock *pb)
  * TLB flush, which a slot or two would not repay (with a full cache every
  * allocation follows a free). Memory stays under twice the live bytes of
  * such pageblocks; a pageblock that empties goes back to the arena. */
+static bool worth_reopening(const struct zc_pageblock *pb, unsigned free_slots)
+{
+    return atomic_load(&pb->prot) != ZC_PROT_ON || 2 * free_slots >= pb->nslots;
+}
+
 bool zc__pb_worth_reopening(const struct zc_pageblock *pb)
 {
-    return atomic_load(&pb->prot) != ZC_PROT_ON || 2 * pb_free_count(pb) >= pb->nslots;
+    return worth_reopening(pb, pb_free_count(pb));
 }
 
 /* The partial pageblock to take from a list: one with no sends in flight,
@@ -217,10 +222,10 @@ static struct zc_pageblock *pick_partial(_Atomic(struct zc_pageblock *) *list)
     struct zc_pageblock *pb = head, *best = NULL;
     unsigned best_free = ~0u;
     for (unsigned tries = 0; pb && tries < 8; tries++) {
+        unsigned f = pb_free_count(pb);
         if (atomic_load(&pb->in_flight) == 0 &&
-            atomic_load(&pb->prot) != ZC_PROT_PROTECTING && zc__pb_worth_reopening(pb)) {
+            atomic_load(&pb->prot) != ZC_PROT_PROTECTING && worth_reopening(pb, f)) {
             /* fullest first, but worth the trip: a quarter of the slots */
-            unsigned f = pb_free_count(pb);
             if (f < pb->nslots / 4u)
                 f += pb->nslots;
             if (f < best_free) {

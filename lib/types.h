@@ -19,9 +19,9 @@
  * Objects up to half the pageblock size (ZC_SMALL_MAX with the default
  * 64 KiB) use the classes; larger ones get their own page run (page
  * rounding wastes < 12.5%). Classes above ZC_SMALL_MAX are page multiples,
- * so every object above it is page aligned. ZC_CLASS_MAX is 32 pages: a
- * run of 34 pages or more is flushed from the TLB whole, as cheaply as a
- * pageblock (x86 flushes page by page up to 33). */
+ * so every object above it is page aligned. ZC_CLASS_MAX is 32 pages:
+ * x86 flushes the TLB page by page for up to 33 pages and whole above, so
+ * runs from 34 pages change protection about as cheaply as a pageblock. */
 #define ZC_SMALL_MAX ((size_t)32 * 1024)
 #define ZC_CLASS_MAX ((size_t)128 * 1024)
 #define ZC_NUM_CLASSES 96
