@@ -145,7 +145,8 @@ static void pageblock_states_show_in_stats(void **state)
     for (size_t i = n + 1; i < 2 * n; i++)
         objs[i] = zc_alloc(pool, size);
     objs[2 * n] = zc_alloc(pool, size);
-    assert_true(objs[2 * n] < objs[0] || objs[2 * n] > objs[n - 1]);
+    assert_true((uintptr_t)objs[2 * n] < (uintptr_t)objs[0] ||
+                (uintptr_t)objs[2 * n] > (uintptr_t)objs[n - 1]);
     st = stats_of(pool);
     assert_int_equal(st.pageblocks_protected, 1);
     assert_int_equal(st.unprotects, 0);
@@ -162,7 +163,8 @@ static void pageblock_states_show_in_stats(void **state)
     while (next < 4 * n && !again) {
         char *p = zc_alloc(pool, size);
         assert_non_null(p);
-        if (p >= objs[n / 2] - (n / 2) * size && p <= objs[n - 1])
+        if ((uintptr_t)p >= (uintptr_t)objs[n / 2] - (n / 2) * size &&
+            (uintptr_t)p <= (uintptr_t)objs[n - 1])
             again = p;
         else
             objs[next++] = p;
@@ -171,6 +173,10 @@ static void pageblock_states_show_in_stats(void **state)
     st = stats_of(pool);
     assert_int_equal(st.pageblocks_protected, 0);
     assert_int_equal(st.unprotects, 1);
+    /* the second and third are full, the first is the one allocated from */
+    assert_int_equal(st.pageblocks_partial, 0);
+    assert_int_equal(st.pageblocks_full, 2);
+    assert_int_equal(st.pageblocks_active, 1);
     assert_int_equal(st.protect_faults, 0);
     pattern_fill(again, size, 999, 0);
     /* the objects still in it kept their bytes */
