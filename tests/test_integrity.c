@@ -40,6 +40,9 @@
  *                          pool's counters are printed, then abort() (30)
  *   ZC_INTEGRITY_SEED      random seed (default: time), printed
  *   ZC_INTEGRITY_PATHS     "loopback", "veth" or "loopback,veth" (default)
+ *   ZC_INTEGRITY_PAGEBLOCK the pools' pageblock size in bytes (default: the
+ *                          library's); 1048576, as the memcached example uses,
+ *                          puts objects up to 128 KiB in shared pageblocks
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -101,6 +104,7 @@ static uint64_t cfg_messages;   /* per backend */
 static uint64_t cfg_timeout_ns; /* per run */
 static uint64_t cfg_stall_ns;   /* no progress for this long: a run is stuck */
 static uint64_t cfg_seed;
+static uint64_t cfg_pageblock;  /* 0: the library's default */
 static bool cfg_paths[2];
 static struct zc_netns_pair netns_pair;
 static bool netns_up, netns_broken;
@@ -872,7 +876,17 @@ static void integrity_run(const char *backend, enum path path, enum proto proto,
     r->threads_left = NTHREADS;
     atomic_store(&r->next_seed, cfg_seed * 1000003u + (uint64_t)path * 7919u + proto);
 
-    r->pool = test_pool(backend, ZC_POOL_PROTECT, (size_t)1 << 30);
+    if (cfg_pageblock) {
+        struct zc_pool_config pc;
+        zc_pool_config_init(&pc);
+        pc.backend = backend;
+        pc.flags = ZC_POOL_PROTECT | ZC_POOL_IGNORE_ENV;
+        pc.arena_capacity = (size_t)1 << 30;
+        pc.pageblock_size = (size_t)cfg_pageblock;
+        assert_int_equal(zc_pool_create(&r->pool, &pc), 0);
+    } else {
+        r->pool = test_pool(backend, ZC_POOL_PROTECT, (size_t)1 << 30);
+    }
     assert_non_null(r->pool);
     assert_string_equal(zc_backend_name(r->pool), backend);
 
@@ -1183,15 +1197,19 @@ int main(void)
     cfg_timeout_ns = env_u64("ZC_INTEGRITY_TIMEOUT", 120) * 1000000000ull;
     cfg_stall_ns = env_u64("ZC_INTEGRITY_STALL", 30) * 1000000000ull;
     cfg_seed = env_u64("ZC_INTEGRITY_SEED", (uint64_t)time(NULL));
+    cfg_pageblock = env_u64("ZC_INTEGRITY_PAGEBLOCK", 0);
     const char *paths = getenv("ZC_INTEGRITY_PATHS");
     if (!paths || !*paths)
         paths = "loopback,veth";
     cfg_paths[PATH_LOOPBACK] = strstr(paths, "loopback") != NULL;
     cfg_paths[PATH_VETH] = strstr(paths, "veth") != NULL;
+    char pb_text[32] = "the default size";
+    if (cfg_pageblock)
+        snprintf(pb_text, sizeof(pb_text), "%llu bytes", (unsigned long long)cfg_pageblock);
     printf("integrity: seed %llu (ZC_INTEGRITY_SEED), %llu messages per backend "
-           "(ZC_INTEGRITY_MESSAGES), %llu s per run at most, paths %s\n",
+           "(ZC_INTEGRITY_MESSAGES), %llu s per run at most, paths %s, pageblocks of %s\n",
            (unsigned long long)cfg_seed, (unsigned long long)cfg_messages,
-           (unsigned long long)(cfg_timeout_ns / 1000000000ull), paths);
+           (unsigned long long)(cfg_timeout_ns / 1000000000ull), paths, pb_text);
 
     /* the backends under test */
     const char *chosen[16];
