@@ -11,7 +11,7 @@
 #define ZC_DEFAULT_ARENA ((size_t)1 << 30)
 #define ZC_DEFAULT_PAGEBLOCK ((size_t)64 << 10)
 #define ZC_MIN_PAGEBLOCK ((size_t)16 << 10)
-#define ZC_MAX_PAGEBLOCK ((size_t)1 << 20)
+#define ZC_MAX_PAGEBLOCK ((size_t)4 << 20)
 #define ZC_MIN_ARENA ((size_t)1 << 20)
 #define ZC_MAX_ARENA ((size_t)1 << 40)
 #define ZC_DESTROY_WAIT_MS 10000

@@ -29,20 +29,22 @@ static void classes_are_monotonic_and_tight(void **state)
     }
 }
 
-/* Every class's pageblock, at the default size and at the largest. */
+/* Every class's pageblock, at the default size, at 1 MiB (the memcached
+ * example's until 2026-12-05) and at the largest. */
 static void geometry_fits_every_class(void **state)
 {
     (void)state;
-    for (int big = 0; big < 2; big++) {
+    static const size_t sizes[] = { 0, (size_t)1 << 20, (size_t)4 << 20 };
+    for (int i = 0; i < 3; i++) {
         struct zc_pool_config cfg;
         zc_pool_config_init(&cfg);
         cfg.backend = "copy";
         cfg.flags = ZC_POOL_IGNORE_ENV;
         cfg.arena_capacity = (size_t)256 << 20;
-        cfg.pageblock_size = big ? (size_t)1 << 20 : 0;
+        cfg.pageblock_size = sizes[i];
         zc_pool *pool = NULL;
         assert_int_equal(zc_pool_create(&pool, &cfg), 0);
-        assert_int_equal(pool->small_max, big ? ZC_CLASS_MAX : ZC_SMALL_MAX);
+        assert_int_equal(pool->small_max, sizes[i] ? ZC_CLASS_MAX : ZC_SMALL_MAX);
         for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
             const struct zc_class *cls = &pool->classes[c];
             size_t bytes = (size_t)cls->npages * ZC_PAGE_SIZE;

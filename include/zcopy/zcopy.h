@@ -84,9 +84,9 @@ struct zc_pool_config {
      *  committed only as it is used. Default 1 GiB (@c ZC_ARENA_SIZE). */
     size_t arena_capacity;
     /** Target pageblock size in bytes, a multiple of the page size between
-     *  16 KiB and 1 MiB. Default 64 KiB (@c ZC_PAGEBLOCK_SIZE). Objects up
-     *  to half of it (at least 32 KiB) share pageblocks; a larger size
-     *  batches the write protection of larger objects. */
+     *  16 KiB and 4 MiB. Default 64 KiB (@c ZC_PAGEBLOCK_SIZE). Objects up
+     *  to half of it (at least 32 KiB, at most 128 KiB) share pageblocks; a
+     *  larger size batches the write protection of more objects. */
     size_t pageblock_size;
     /** Backend: "auto", one name ("kmod", "iouring", "msgzc", "copy"), or a
      *  comma-separated list tried in order. NULL means @c ZC_BACKEND, then
