@@ -40,11 +40,16 @@ void zc__classes_init(struct zc_pool *pool)
 {
     size_t target_pages = pool->cfg.pageblock_size / ZC_PAGE_SIZE;
     /* Objects up to half a pageblock share them (32 KiB at the default
-     * 64 KiB, never less). A larger pageblock batches larger objects: each
-     * protection change of a pageblock covers all of its objects, where
-     * an object of its own run pays one per object (docs/design.md). */
-    size_t half = pool->cfg.pageblock_size / 2;
-    pool->small_max = half < ZC_SMALL_MAX ? ZC_SMALL_MAX : half > ZC_CLASS_MAX ? ZC_CLASS_MAX : half;
+     * 64 KiB, never less, at most 128 KiB), and up to an eighth of one
+     * (at most 512 KiB) in pageblocks above 1 MiB. A larger pageblock
+     * batches larger objects: each protection change of a pageblock covers
+     * all of its objects, where an object of its own run pays one per
+     * object (docs/design.md). */
+    size_t half = pool->cfg.pageblock_size / 2, eighth = pool->cfg.pageblock_size / 8;
+    size_t small = half < ZC_SMALL_MAX ? ZC_SMALL_MAX : half > ZC_MID_MAX ? ZC_MID_MAX : half;
+    if (eighth > small)
+        small = eighth > ZC_CLASS_MAX ? ZC_CLASS_MAX : eighth;
+    pool->small_max = small;
     for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
         size_t size = zc__class_size(c);
         size_t lo = target_pages;

@@ -16,15 +16,18 @@
 
 /* Size classes: 8-byte steps up to 64 B, then 8 classes per doubling, so a
  * class is at most 12.5% above the one below it, up to ZC_CLASS_MAX.
- * Objects up to half the pageblock size (ZC_SMALL_MAX with the default
- * 64 KiB) use the classes; larger ones get their own page run (page
- * rounding wastes < 12.5%). Classes above ZC_SMALL_MAX are page multiples,
- * so every object above it is page aligned. ZC_CLASS_MAX is 32 pages:
- * x86 flushes the TLB page by page for up to 33 pages and whole above, so
- * runs from 34 pages change protection about as cheaply as a pageblock. */
+ * Objects up to half the pageblock size, at least ZC_SMALL_MAX (the default
+ * 64 KiB pageblocks' half) and at most ZC_MID_MAX, use the classes; with
+ * pageblocks above 1 MiB, so do objects up to an eighth of a pageblock, at
+ * most ZC_CLASS_MAX (eight or more per pageblock). Larger objects get their
+ * own page run (page rounding wastes < 12.5%). Classes above ZC_SMALL_MAX
+ * are page multiples, so every object above it is page aligned. Sharing
+ * pageblocks batches the write protection of objects: one change, one TLB
+ * flush, for all of a pageblock's objects (docs/design.md). */
 #define ZC_SMALL_MAX ((size_t)32 * 1024)
-#define ZC_CLASS_MAX ((size_t)128 * 1024)
-#define ZC_NUM_CLASSES 96
+#define ZC_MID_MAX ((size_t)128 * 1024)
+#define ZC_CLASS_MAX ((size_t)512 * 1024)
+#define ZC_NUM_CLASSES 112
 /* Largest object: its run's size must fit the 32-bit slot size. */
 #define ZC_LARGE_MAX (((size_t)1 << 31) - ZC_PAGE_SIZE)
 

@@ -205,9 +205,9 @@ static void pageblock_states_show_in_stats(void **state)
     zc_pool_destroy(pool);
 }
 
-/* With 1 MiB pageblocks, objects up to 128 KiB share pageblocks: the
- * objects of one pageblock are write-protected by one change, where each
- * large object pays its own. */
+/* With 1 MiB pageblocks, objects up to 128 KiB share pageblocks, and with
+ * 4 MiB ones objects up to 512 KiB: the objects of one pageblock are
+ * write-protected by one change, where each large object pays its own. */
 static void larger_pageblocks_take_larger_objects(void **state)
 {
     (void)state;
@@ -251,6 +251,36 @@ static void larger_pageblocks_take_larger_objects(void **state)
     assert_int_equal(stats_of(pool).large_objects, 1);
     assert_int_equal(zc_free(pool, big), 0);
     free(objs);
+    zc_pool_destroy(pool);
+
+    /* 4 MiB pageblocks: a 256 KiB value and its reply line share them too,
+     * page aligned, protected by one change for the pageblock; above
+     * 512 KiB, own runs */
+    cfg.pageblock_size = (size_t)4 << 20;
+    assert_int_equal(zc_pool_create(&pool, &cfg), 0);
+    const size_t mid = 262144 + 100;
+    size_t m = pool->classes[zc__size_class(mid)].nslots;
+    assert_true(m >= 8 && m <= 16);
+    char *mids[16];
+    for (size_t i = 0; i < m; i++) {
+        mids[i] = zc_alloc(pool, mid);
+        assert_non_null(mids[i]);
+        assert_int_equal((uintptr_t)mids[i] % ZC_PAGE_SIZE, 0);
+        pattern_fill(mids[i], mid, i, 0);
+        assert_int_equal(zc_seal(pool, mids[i]), 0);
+    }
+    st = stats_of(pool);
+    assert_int_equal(st.large_objects, 0);
+    assert_int_equal(st.pageblocks_protected, 1);
+    assert_int_equal(st.protects, 1);
+    for (size_t i = 0; i < m; i++) {
+        assert_int_equal(pattern_check(mids[i], mid, i, 0), (size_t)-1);
+        assert_int_equal(zc_free(pool, mids[i]), 0);
+    }
+    big = zc_alloc(pool, (512 << 10) + 1);
+    assert_non_null(big);
+    assert_int_equal(stats_of(pool).large_objects, 1);
+    assert_int_equal(zc_free(pool, big), 0);
     zc_pool_destroy(pool);
 
     /* the default 64 KiB pageblocks: objects above 32 KiB are large */

@@ -44,7 +44,8 @@ static void geometry_fits_every_class(void **state)
         cfg.pageblock_size = sizes[i];
         zc_pool *pool = NULL;
         assert_int_equal(zc_pool_create(&pool, &cfg), 0);
-        assert_int_equal(pool->small_max, sizes[i] ? ZC_CLASS_MAX : ZC_SMALL_MAX);
+        static const size_t small_max[] = { ZC_SMALL_MAX, ZC_MID_MAX, ZC_CLASS_MAX };
+        assert_int_equal(pool->small_max, small_max[i]);
         for (unsigned c = 0; c < ZC_NUM_CLASSES; c++) {
             const struct zc_class *cls = &pool->classes[c];
             size_t bytes = (size_t)cls->npages * ZC_PAGE_SIZE;

@@ -85,7 +85,8 @@ struct zc_pool_config {
     size_t arena_capacity;
     /** Target pageblock size in bytes, a multiple of the page size between
      *  16 KiB and 4 MiB. Default 64 KiB (@c ZC_PAGEBLOCK_SIZE). Objects up
-     *  to half of it (at least 32 KiB, at most 128 KiB) share pageblocks; a
+     *  to half of it (at least 32 KiB, at most 128 KiB) share pageblocks,
+     *  and above 1 MiB objects up to an eighth of it (at most 512 KiB); a
      *  larger size batches the write protection of more objects. */
     size_t pageblock_size;
     /** Backend: "auto", one name ("kmod", "iouring", "msgzc", "copy"), or a
