@@ -205,23 +205,20 @@ static void pageblock_states_show_in_stats(void **state)
     zc_pool_destroy(pool);
 }
 
-/* With 1 MiB pageblocks, objects up to 128 KiB share pageblocks, and with
- * 4 MiB ones objects up to 512 KiB: the objects of one pageblock are
- * write-protected by one change, where each large object pays its own. */
-static void larger_pageblocks_take_larger_objects(void **state)
+/* One pageblock's worth of @size-byte objects in a pool of @pageblock:
+ * they share one pageblock, page aligned, and are write-protected by one
+ * change once all are sealed; an object of @shared_max + 1 bytes is large. */
+static void one_pageblock_of(size_t pageblock, size_t size, size_t shared_max)
 {
-    (void)state;
     struct zc_pool_config cfg;
     zc_pool_config_init(&cfg);
     cfg.backend = "copy";
     cfg.flags = ZC_POOL_PROTECT | ZC_POOL_IGNORE_ENV;
     cfg.arena_capacity = (size_t)256 << 20;
-    cfg.pageblock_size = (size_t)1 << 20;
+    cfg.pageblock_size = pageblock;
     zc_pool *pool = NULL;
     assert_int_equal(zc_pool_create(&pool, &cfg), 0);
-    const size_t size = 65536 + 100; /* a 64 KiB value and its reply line */
-    unsigned c = zc__size_class(size);
-    size_t n = pool->classes[c].nslots;
+    size_t n = pool->classes[zc__size_class(size)].nslots;
     assert_true(n >= 8);
     char **objs = calloc(n, sizeof(*objs));
     for (size_t i = 0; i < n; i++) {
@@ -245,47 +242,28 @@ static void larger_pageblocks_take_larger_objects(void **state)
         assert_int_equal(pattern_check(objs[i], size, i, 0), (size_t)-1);
         assert_int_equal(zc_free(pool, objs[i]), 0);
     }
-    /* above 128 KiB, an object has its own run as before */
-    char *big = zc_alloc(pool, (128 << 10) + 1);
+    char *big = zc_alloc(pool, shared_max + 1);
     assert_non_null(big);
     assert_int_equal(stats_of(pool).large_objects, 1);
     assert_int_equal(zc_free(pool, big), 0);
     free(objs);
     zc_pool_destroy(pool);
+}
 
-    /* 4 MiB pageblocks: a 256 KiB value and its reply line share them too,
-     * page aligned, protected by one change for the pageblock; above
-     * 512 KiB, own runs */
-    cfg.pageblock_size = (size_t)4 << 20;
-    assert_int_equal(zc_pool_create(&pool, &cfg), 0);
-    const size_t mid = 262144 + 100;
-    size_t m = pool->classes[zc__size_class(mid)].nslots;
-    assert_true(m >= 8 && m <= 16);
-    char *mids[16];
-    for (size_t i = 0; i < m; i++) {
-        mids[i] = zc_alloc(pool, mid);
-        assert_non_null(mids[i]);
-        assert_int_equal((uintptr_t)mids[i] % ZC_PAGE_SIZE, 0);
-        pattern_fill(mids[i], mid, i, 0);
-        assert_int_equal(zc_seal(pool, mids[i]), 0);
-    }
-    st = stats_of(pool);
-    assert_int_equal(st.large_objects, 0);
-    assert_int_equal(st.pageblocks_protected, 1);
-    assert_int_equal(st.protects, 1);
-    for (size_t i = 0; i < m; i++) {
-        assert_int_equal(pattern_check(mids[i], mid, i, 0), (size_t)-1);
-        assert_int_equal(zc_free(pool, mids[i]), 0);
-    }
-    big = zc_alloc(pool, (512 << 10) + 1);
-    assert_non_null(big);
-    assert_int_equal(stats_of(pool).large_objects, 1);
-    assert_int_equal(zc_free(pool, big), 0);
-    zc_pool_destroy(pool);
+/* With 1 MiB pageblocks, objects up to 128 KiB share pageblocks, and with
+ * 4 MiB ones objects up to 512 KiB: the objects of one pageblock are
+ * write-protected by one change, where each large object pays its own. */
+static void larger_pageblocks_take_larger_objects(void **state)
+{
+    (void)state;
+    /* a 64 KiB value and its reply line */
+    one_pageblock_of((size_t)1 << 20, 65536 + 100, (size_t)128 << 10);
+    /* a 256 KiB value and its reply line */
+    one_pageblock_of((size_t)4 << 20, 262144 + 100, (size_t)512 << 10);
 
     /* the default 64 KiB pageblocks: objects above 32 KiB are large */
-    pool = test_pool("copy", ZC_POOL_PROTECT, 0);
-    big = zc_alloc(pool, ZC_SMALL_MAX + 1);
+    zc_pool *pool = test_pool("copy", ZC_POOL_PROTECT, 0);
+    char *big = zc_alloc(pool, ZC_SMALL_MAX + 1);
     assert_non_null(big);
     assert_int_equal(stats_of(pool).large_objects, 1);
     assert_int_equal(zc_free(pool, big), 0);
