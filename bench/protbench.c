@@ -9,13 +9,14 @@
  *    guest each flush can be a trip to the hypervisor.
  * 2. churn: a cache of objects of one size, every one sealed, kept full:
  *    each step frees one (the oldest, as memcached's LRU evicts, or a random
- *    one with -R), allocates one, writes it and seals it. Pools with 64 KiB
- *    pageblocks (objects above 32 KiB get their own run) and 1 MiB (objects
- *    up to 128 KiB share pageblocks), interleaved round by round. Prints the
+ *    one with -R), allocates one, writes it and seals it. Pools of two
+ *    pageblock sizes (-p; by default 64 KiB, where objects above 32 KiB get
+ *    their own run, and 1 MiB, where objects up to 128 KiB share
+ *    pageblocks), interleaved round by round. Prints the
  *    thread CPU per step, the protection changes per step and the committed
  *    bytes over the live ones, medians of the rounds.
  *
- *   protbench [-r ROUNDS] [-n STEPS] [-m LIVE_MIB] [-s SIZES] [-R]
+ *   protbench [-r ROUNDS] [-n STEPS] [-m LIVE_MIB] [-s SIZES] [-p KIB,KIB] [-R]
  *
  * Defaults: 5 rounds, 4000 steps, 64 MiB live, sizes 16484,65636,262244
  * (16, 64 and 256 KiB plus a 100-byte reply line, as the memcached patch
@@ -185,12 +186,19 @@ int main(int argc, char **argv)
     int rounds = 5, steps = 4000, random_order = 0, opt;
     size_t live = (size_t)64 << 20, sizes[MAX_SIZES] = { 16484, 65636, 262244 };
     int nsizes = 3;
-    while ((opt = getopt(argc, argv, "r:n:m:s:Rh")) != -1) {
+    size_t pageblocks[2] = { (size_t)64 << 10, (size_t)1 << 20 };
+    while ((opt = getopt(argc, argv, "r:n:m:s:p:Rh")) != -1) {
         switch (opt) {
         case 'r': rounds = atoi(optarg); break;
         case 'n': steps = atoi(optarg); break;
         case 'm': live = (size_t)atol(optarg) << 20; break;
         case 'R': random_order = 1; break;
+        case 'p':
+            if (sscanf(optarg, "%zu,%zu", &pageblocks[0], &pageblocks[1]) != 2)
+                pageblocks[0] = 0;
+            pageblocks[0] <<= 10;
+            pageblocks[1] <<= 10;
+            break;
         case 's': {
             nsizes = 0;
             for (char *t = strtok(optarg, ","); t && nsizes < MAX_SIZES; t = strtok(NULL, ","))
@@ -198,17 +206,18 @@ int main(int argc, char **argv)
             break;
         }
         default:
-            fprintf(stderr, "usage: protbench [-r ROUNDS] [-n STEPS] [-m LIVE_MIB] [-s SIZES] [-R]\n");
+            fprintf(stderr, "usage: protbench [-r ROUNDS] [-n STEPS] [-m LIVE_MIB] [-s SIZES] "
+                            "[-p KIB,KIB] [-R]\n");
             return opt == 'h' ? 0 : 2;
         }
     }
-    if (rounds < 1 || rounds > MAX_ROUNDS || steps < 1 || nsizes < 1 || live < ((size_t)1 << 20)) {
+    if (rounds < 1 || rounds > MAX_ROUNDS || steps < 1 || nsizes < 1 || live < ((size_t)1 << 20) ||
+        !pageblocks[0] || !pageblocks[1]) {
         fprintf(stderr, "protbench: bad arguments\n");
         return 2;
     }
     if (raw())
         return 1;
-    static const size_t pageblocks[2] = { (size_t)64 << 10, (size_t)1 << 20 };
     printf("\nchurn: %zu MiB live, %d steps, %s frees, %d rounds interleaved (medians)\n",
            live >> 20, steps, random_order ? "random" : "oldest-first", rounds);
     printf("%8s %10s %12s %16s %18s\n", "size", "pageblock", "CPU us/step", "changes/step",
