@@ -41,8 +41,8 @@
  *   ZC_INTEGRITY_SEED      random seed (default: time), printed
  *   ZC_INTEGRITY_PATHS     "loopback", "veth" or "loopback,veth" (default)
  *   ZC_INTEGRITY_PAGEBLOCK the pools' pageblock size in bytes (default: the
- *                          library's); 1048576, as the memcached example uses,
- *                          puts objects up to 128 KiB in shared pageblocks
+ *                          library's); 4194304, as the memcached example uses,
+ *                          puts objects up to 512 KiB in shared pageblocks
  */
 #include <arpa/inet.h>
 #include <errno.h>
