@@ -15,6 +15,11 @@
 
 zc_pool *test_pool(const char *backend, uint32_t flags, size_t arena)
 {
+    return test_pool_pageblock(backend, flags, arena, 0);
+}
+
+zc_pool *test_pool_pageblock(const char *backend, uint32_t flags, size_t arena, size_t pageblock)
+{
     /* A NULL backend follows ZC_TEST_BACKEND. ZC_TEST_POOL_BACKEND (the VM
      * stage sets it) also moves the pools the allocator tests ask on "copy"
      * without ZC_POOL_PROTECT onto that backend: their arena then comes from
@@ -32,6 +37,7 @@ zc_pool *test_pool(const char *backend, uint32_t flags, size_t arena)
     cfg.backend = backend;
     cfg.flags = flags | ZC_POOL_IGNORE_ENV;
     cfg.arena_capacity = arena ? arena : (size_t)256 << 20;
+    cfg.pageblock_size = pageblock;
     zc_pool *pool = NULL;
     int rc = zc_pool_create(&pool, &cfg);
     if (rc)

@@ -13,6 +13,8 @@
 
 /* A pool on @backend (NULL: default) ignoring the environment. */
 zc_pool *test_pool(const char *backend, uint32_t flags, size_t arena);
+/* test_pool with pageblocks of @pageblock bytes (0: the library's default). */
+zc_pool *test_pool_pageblock(const char *backend, uint32_t flags, size_t arena, size_t pageblock);
 
 /* Deterministic bytes from (seed, offset): any slice can be checked. */
 void pattern_fill(void *p, size_t n, uint64_t seed, size_t offset);

@@ -876,17 +876,8 @@ static void integrity_run(const char *backend, enum path path, enum proto proto,
     r->threads_left = NTHREADS;
     atomic_store(&r->next_seed, cfg_seed * 1000003u + (uint64_t)path * 7919u + proto);
 
-    if (cfg_pageblock) {
-        struct zc_pool_config pc;
-        zc_pool_config_init(&pc);
-        pc.backend = backend;
-        pc.flags = ZC_POOL_PROTECT | ZC_POOL_IGNORE_ENV;
-        pc.arena_capacity = (size_t)1 << 30;
-        pc.pageblock_size = (size_t)cfg_pageblock;
-        assert_int_equal(zc_pool_create(&r->pool, &pc), 0);
-    } else {
-        r->pool = test_pool(backend, ZC_POOL_PROTECT, (size_t)1 << 30);
-    }
+    r->pool = test_pool_pageblock(backend, ZC_POOL_PROTECT, (size_t)1 << 30,
+                                  (size_t)cfg_pageblock);
     assert_non_null(r->pool);
     assert_string_equal(zc_backend_name(r->pool), backend);
 
