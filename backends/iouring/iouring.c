@@ -45,6 +45,7 @@ struct zc_clone_buffers {
 #define ZC_IOU_FD_CACHE 65536
 #define ZC_IOU_COPY_STREAK 64 /* sends by copy before zero-copy is tried again */
 #define ZC_IOU_COOKIE_EVERY 8 /* a streak checks its socket's identity this often */
+#define ZC_IOU_JUDGE_SENDS 8 /* large sends, each flagged copied, that start a streak */
 #define ZC_IOU_THRESHOLD ((size_t)16 << 10)
 /* A part of a datagram of several parts goes by SENDMSG_ZC, which pins its
  * pages on every send (no fixed buffers); below this it costs more than the
@@ -94,6 +95,7 @@ struct iou_ring {
     _Atomic unsigned pending; /* requests whose notification is due */
     struct iou_req *spare;    /* finished one-part requests, for reuse */
     unsigned nspare;
+    int clean_fd; /* socket of the CQE before, a notification not flagged copied */
 };
 
 #define ZC_IOU_SPARE 64
@@ -265,22 +267,23 @@ static bool still_copying(struct iou_pool *st, int fd, uint16_t left)
     return false;
 }
 
-/* Note whether a large send of @fd was copied by the kernel; true when most
- * of the recent ones were, which is when copying ourselves is cheaper. A
- * single "copied" is not enough: TCP flags some notifications copied (a
- * retransmitted clone, say) on paths that are zero-copy otherwise. */
-static bool copies_mostly(struct iou_pool *st, int fd, bool copied)
+/* Note whether a large send of @fd was copied by the kernel; true when
+ * each of the last ZC_IOU_JUDGE_SENDS was, which is what a socket whose
+ * deliveries copy (loopback, local delivery) shows. Fewer are not enough:
+ * TCP flags a notification copied now and then (a retransmitted clone,
+ * say) on paths that are zero-copy otherwise. */
+static bool copies_always(struct iou_pool *st, int fd, bool copied)
 {
     if (fd < 0 || fd >= ZC_IOU_FD_CACHE)
         return copied;
     uint16_t h = atomic_load_explicit(&st->fd_hist[fd], memory_order_relaxed);
-    unsigned samples = (h >> 8) + 1 > 8 ? 8 : (h >> 8) + 1;
-    unsigned bits = ((h << 1) | copied) & 0xffu & ((1u << samples) - 1);
-    bool mostly = samples >= 4 && 4 * (unsigned)__builtin_popcount(bits) >= 3 * samples;
+    unsigned samples = (h >> 8) < ZC_IOU_JUDGE_SENDS ? (h >> 8) + 1u : ZC_IOU_JUDGE_SENDS;
+    unsigned mask = (1u << samples) - 1;
+    unsigned bits = (((unsigned)h << 1) | copied) & mask;
     /* the history stays: one more copied send is enough after a streak
      * (and a new socket behind a reused descriptor corrects it quickly) */
     atomic_store_explicit(&st->fd_hist[fd], (uint16_t)(samples << 8 | bits), memory_order_relaxed);
-    return mostly;
+    return samples == ZC_IOU_JUDGE_SENDS && bits == mask;
 }
 
 /* A CQE that is not the result the caller waits for: a notification. */
@@ -299,13 +302,24 @@ static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uri
     bool copied = have_report_usage && ((uint32_t)cqe->res & ZC_NOTIF_USAGE_ZC_COPIED);
     if (copied)
         ZC_STAT_ADD(pool, completions_copied, 1);
+    /* When TCP puts the data of consecutive requests in one skb, io_uring
+     * (6.10+) links their notifications: the first request's stands for
+     * all the data, the kernel flags the others copied regardless, and
+     * posts them right after it. So a flagged notification that follows
+     * one of the same socket not flagged was not copied either. */
+    if (!copied)
+        r->clean_fd = req->fd;
+    else if (req->fd == r->clean_fd)
+        copied = false;
+    else
+        r->clean_fd = -1;
     /* small TCP sends share notifications and are flagged loosely: judge a
      * socket by its large sends only */
     if (have_report_usage && req->bytes >= ZC_IOU_THRESHOLD &&
-        copies_mostly(st, req->fd, copied)) {
+        copies_always(st, req->fd, copied)) {
         mark_copying(st, req->fd);
-        ZC_LOG("socket %d: the kernel copied most large zero-copy sends; copying from now on",
-               req->fd);
+        ZC_LOG("socket %d: the kernel copied each of the last %d large zero-copy sends; "
+               "copying from now on", req->fd, ZC_IOU_JUDGE_SENDS);
     }
     atomic_fetch_sub(&r->pending, 1);
     req_finish(pool, r, req);
@@ -387,6 +401,7 @@ static struct iou_ring *ring_get(struct zc_pool *pool)
         r = calloc(1, sizeof(*r));
         if (!r)
             return NULL;
+        r->clean_fd = -1;
         int rc = ring_init(&r->ring);
         if (rc < 0) {
             ZC_LOG("io_uring: ring for a new thread: %s", strerror(-rc));
@@ -668,6 +683,7 @@ static int submit_wait(struct zc_pool *pool, struct iou_ring *r, struct iou_req 
             if (rc < 0)
                 break;
             if (io_uring_cqe_get_data(cqe) == req && !(cqe->flags & IORING_CQE_F_NOTIF)) {
+                r->clean_fd = -1;
                 res = cqe->res;
                 *more = cqe->flags & IORING_CQE_F_MORE;
                 got = true;
@@ -831,6 +847,7 @@ static bool chain_run(struct zc_pool *pool, struct iou_ring *r, int fd, int sfla
             if (cr[k].req && !cr[k].got && io_uring_cqe_get_data(cqe) == cr[k].req)
                 c = &cr[k];
         if (c && !c->got) {
+            r->clean_fd = -1;
             c->got = true;
             c->res = cqe->res;
             got++;
