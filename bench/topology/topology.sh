@@ -20,6 +20,9 @@
 # status  print the state; exit 0 only if everything is in place
 #
 # Environment: ZC_TOPO_NAPI_CPU (default 1), ZC_TOPO_MTU (default 1500),
+# ZC_TOPO_TCP_CC (TCP congestion control of both namespaces; default: what a
+# new namespace gets, the host's; it must be in the host's
+# net.ipv4.tcp_allowed_congestion_control),
 # ZC_TOPO_FRAGS=1 to load the program with BPF_F_XDP_HAS_FRAGS (needed for an
 # MTU above ~3.5 KiB with XDP on veth), ZC_TOPO_BUILD (where xdp_pass is built,
 # default /tmp/zc-topology), CC (default gcc).  Needs root (CAP_NET_ADMIN,
@@ -36,6 +39,7 @@ PREFIX=30
 NAPI_CPU=${ZC_TOPO_NAPI_CPU:-1}
 MTU=${ZC_TOPO_MTU:-1500}
 FRAGS=${ZC_TOPO_FRAGS:-0}
+TCP_CC=${ZC_TOPO_TCP_CC:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BUILD=${ZC_TOPO_BUILD:-/tmp/zc-topology}
 XDP_PASS=$BUILD/xdp_pass
@@ -81,6 +85,10 @@ up() {
 		# keep IPv6 (DAD, router solicitations) out of the measurements
 		in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 || true
 		in_ns "$ns" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 || true
+		if [ -n "$TCP_CC" ]; then
+			in_ns "$ns" sysctl -qw "net.ipv4.tcp_congestion_control=$TCP_CC" ||
+				die "cannot set TCP congestion control $TCP_CC in $ns (allowed here: $(sysctl -n net.ipv4.tcp_allowed_congestion_control))"
+		fi
 	done
 
 	if ! dev_in_ns "$NS_TX" "$DEV_TX" || ! dev_in_ns "$NS_RX" "$DEV_RX"; then
@@ -157,6 +165,8 @@ status() {
 	if ns_exists "$NS_RX" && dev_in_ns "$NS_RX" "$DEV_RX"; then
 		echo "$NS_RX: $(in_ns "$NS_RX" ip -br addr show dev "$DEV_RX")"
 		echo "$NS_RX: mtu $(in_ns "$NS_RX" cat /sys/class/net/$DEV_RX/mtu)"
+		echo "TCP congestion control: $NS_TX $(in_ns "$NS_TX" sysctl -n net.ipv4.tcp_congestion_control)," \
+			"$NS_RX $(in_ns "$NS_RX" sysctl -n net.ipv4.tcp_congestion_control)"
 		id=$(xdp_prog_id)
 		if [ -n "$id" ]; then echo "$DEV_RX: xdp (driver mode) prog id $id"; else echo "$DEV_RX: no xdp program"; ok=1; fi
 		thr=$(in_ns "$NS_RX" cat /sys/class/net/$DEV_RX/threaded 2>/dev/null || echo '?')

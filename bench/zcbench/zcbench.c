@@ -537,6 +537,21 @@ static int connect_sock(int tcp)
 	return fd;
 }
 
+/* The namespace's default, which every TCP socket here gets: with BBR, TCP
+ * paces its own sends from a timer (no fq qdisc on veth), and that work
+ * lands on whatever runs on the sender's CPU then. */
+static const char *tcp_congestion(void)
+{
+	static char name[32];
+	socklen_t len = sizeof(name) - 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &len))
+		snprintf(name, sizeof(name), "unknown");
+	if (fd >= 0)
+		close(fd);
+	return name;
+}
+
 static unsigned n_for(size_t size)
 {
 	if (C.nfix)
@@ -943,6 +958,7 @@ int main(int argc, char **argv)
 	       C.loopback ? "root ns" : C.ns_tx, C.cpu_rx, C.loopback ? "root ns" : C.ns_rx, C.runs,
 	       C.warmup, C.nodelay ? "on" : "off");
 	printf("# load average at start: %s\n", la);
+	printf("# TCP congestion control in the sender's namespace: %s\n", tcp_congestion());
 	printf("# raw io_uring: ring %s (setup flags 0x%x; _nd ring 0x%x %s; _coop ring 0x%x %s), "
 	       "SEND_ZC %s, fixed buffer %s, REPORT_USAGE %s%s%s; raw peers keep at most %u "
 	       "zero-copy sends in flight\n",
