@@ -63,16 +63,24 @@ TX="ip netns exec zc-tx"
 RX="ip netns exec zc-rx"
 pid=""
 
-stats() { # prints "cmd_get rusage_user rusage_system evictions minflt"
+stats() { # prints "cmd_get rusage_user rusage_system evictions zc_bytes copied_bytes minflt"
   $RX python3 - "$SRV" "$PORT" <<'EOF'
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
-s.sendall(b"stats\r\n")
-buf = b""
-while not buf.endswith(b"END\r\n"):
-    buf += s.recv(65536)
-st = dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
-print(st["cmd_get"], st["rusage_user"], st["rusage_system"], st["evictions"], end=" ")
+def ask(cmd):  # a stats command's STAT lines; none where the server does not know it
+    s.sendall(cmd + b"\r\n")
+    buf = b""
+    while not buf.endswith((b"END\r\n", b"ERROR\r\n")):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
+st = ask(b"stats")
+st.update(ask(b"stats zcopy"))
+# a patched server's reply bytes by zcopy (0 0 for stock)
+print(st["cmd_get"], st["rusage_user"], st["rusage_system"], st["evictions"],
+      st.get("zcopy_bytes_zerocopy", 0), st.get("zcopy_bytes_copied", 0), end=" ")
 EOF
   # the server's minor page faults (field 10 of /proc/PID/stat; its comm has no spaces)
   awk '{ print $10 }' "/proc/$pid/stat"
@@ -108,7 +116,7 @@ stop_server() {
 trap stop_server EXIT
 
 results=$out/results.tsv
-printf 'size\tproto\tvariant\trun\tgets_per_s\tcpu_us_per_get\twrong\tverify_gets\tverify_lost\tevictions\tminflt_per_get\n' >"$results"
+printf 'size\tproto\tvariant\trun\tgets_per_s\tcpu_us_per_get\twrong\tverify_gets\tverify_lost\tevictions\tminflt_per_get\tzc_share\n' >"$results"
 
 # The cache size (-m, MiB) for a value size: the server is filled to it
 # before the measured window, so SETs in the window evict and reuse memory
@@ -168,9 +176,12 @@ secs = float(sys.argv[3])
 gets = a[0] - b[0]
 cpu = (a[1] - b[1]) + (a[2] - b[2])
 nan = float("nan")
-print("%s\t%s\t%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%.3f" % (sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
+# zc_share: of the reply bytes zcopy sent in the window, the share it sent without a copy
+zc, cp = a[4] - b[4], a[5] - b[5]
+share = "%.3f" % (zc / (zc + cp)) if zc + cp > 0 else "-"
+print("%s\t%s\t%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s\t%d\t%.3f\t%s" % (sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
       gets / secs, cpu / gets * 1e6 if gets else nan, sys.argv[8], sys.argv[9], sys.argv[10],
-      a[3] - b[3], (a[4] - b[4]) / gets if gets else nan))
+      a[3] - b[3], (a[6] - b[6]) / gets if gets else nan, share))
 EOF
   tail -n 1 "$results"
 }
