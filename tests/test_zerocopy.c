@@ -236,28 +236,42 @@ static void each_backend_on_veth(void (*body)(const char *backend,
     }
 }
 
-static void not_copied_on(const char *backend, const struct zc_netns_pair *pair)
+/* From the pair's sending namespace, a pool of @backend sends @a->count
+ * copies of one sealed object of @a->size bytes over TCP (with Nagle off
+ * if @nodelay) to a receiver that checks every byte: the pool's counters
+ * once every notification is in. */
+static struct zc_stats veth_sends(const char *backend, const struct zc_netns_pair *pair,
+                                  struct rx_args *a, bool nodelay)
 {
     int saved;
     assert_int_equal(zc_netns_enter(pair->ns_tx, &saved), 0);
     zc_pool *pool = test_pool(backend, 0, 0);
-    struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11 };
     struct rx_conn conn;
-    int c = rx_connect(pair, &a, &conn);
-    char *obj = sealed_object(pool, a.size, a.seed);
-    send_all_to_rx(pool, c, obj, &a, &conn);
+    int c = rx_connect(pair, a, &conn);
+    int one = 1;
+    if (nodelay)
+        assert_int_equal(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    char *obj = sealed_object(pool, a->size, a->seed);
+    send_all_to_rx(pool, c, obj, a, &conn);
     struct zc_stats st = stats_of(pool);
-    printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
-           backend, (unsigned long long)st.bytes_zerocopy, (unsigned long long)st.bytes_copied,
-           (unsigned long long)st.completions, (unsigned long long)st.completions_copied);
-    assert_int_equal(a.bad, 0);
-    assert_int_equal(st.bytes_zerocopy, a.size * a.count);
-    assert_true(st.completions > 0);
-    assert_int_equal(st.completions_copied, 0);
     close(c);
     assert_int_equal(zc_free(pool, obj), 0);
     assert_int_equal(zc_pool_destroy(pool), 0);
     assert_int_equal(zc_netns_leave(saved), 0);
+    assert_int_equal(a->bad, 0);
+    return st;
+}
+
+static void not_copied_on(const char *backend, const struct zc_netns_pair *pair)
+{
+    struct rx_args a = { .port = 7077, .size = 64 << 10, .count = 300, .seed = 11 };
+    struct zc_stats st = veth_sends(backend, pair, &a, false);
+    printf("%s veth+XDP: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
+           backend, (unsigned long long)st.bytes_zerocopy, (unsigned long long)st.bytes_copied,
+           (unsigned long long)st.completions, (unsigned long long)st.completions_copied);
+    assert_int_equal(st.bytes_zerocopy, a.size * a.count);
+    assert_true(st.completions > 0);
+    assert_int_equal(st.completions_copied, 0);
 }
 
 static void veth_xdp_sends_are_not_copied(void **state)
@@ -268,28 +282,14 @@ static void veth_xdp_sends_are_not_copied(void **state)
 
 static void back_to_back_on(const char *backend, const struct zc_netns_pair *pair)
 {
-    int saved;
-    assert_int_equal(zc_netns_enter(pair->ns_tx, &saved), 0);
-    zc_pool *pool = test_pool(backend, 0, 0);
     struct rx_args a = { .port = 7079, .size = 40 << 10, .count = 2000, .seed = 13 };
-    struct rx_conn conn;
-    int c = rx_connect(pair, &a, &conn);
-    int one = 1;
-    assert_int_equal(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
-    char *obj = sealed_object(pool, a.size, a.seed);
-    send_all_to_rx(pool, c, obj, &a, &conn);
-    struct zc_stats st = stats_of(pool);
+    struct zc_stats st = veth_sends(backend, pair, &a, true);
     uint64_t total = (uint64_t)a.size * a.count;
     printf("%s back to back: zero-copy %llu of %llu B, completions %llu (flagged copied %llu)\n",
            backend, (unsigned long long)st.bytes_zerocopy, (unsigned long long)total,
            (unsigned long long)st.completions, (unsigned long long)st.completions_copied);
-    assert_int_equal(a.bad, 0);
     assert_int_equal(st.bytes_zerocopy + st.bytes_copied, total);
     assert_true(st.bytes_zerocopy >= total / 20 * 19);
-    close(c);
-    assert_int_equal(zc_free(pool, obj), 0);
-    assert_int_equal(zc_pool_destroy(pool), 0);
-    assert_int_equal(zc_netns_leave(saved), 0);
 }
 
 /* Back-to-back sends of 40 KiB (a large object, protected on its own) on
