@@ -296,8 +296,9 @@ static void back_to_back_on(const char *backend, const struct zc_netns_pair *pai
  * veth+XDP, where nothing is copied. TCP puts the data of consecutive
  * requests in one skb; io_uring (6.10+) then links their notifications and
  * the kernel flags all but the first copied: about a third of them here.
- * The socket must stay zero-copy. (Judged by flags alone, "3 of the last 8
- * copied", 0-26% of the bytes went by copy, in 4 of 6 runs more than 5%.) */
+ * The socket must stay zero-copy. (Judged by flags alone, "three quarters of
+ * the last 4-8 flagged", 0-26% of the bytes went by copy, in 4 of 6 runs more
+ * than 5%.) */
 static void veth_xdp_back_to_back_sends_stay_zero_copy(void **state)
 {
     (void)state;
