@@ -294,8 +294,9 @@ static void back_to_back_on(const char *backend, const struct zc_netns_pair *pai
 
 /* Back-to-back sends of 40 KiB (a large object, protected on its own) on
  * veth+XDP, where nothing is copied. TCP puts the data of consecutive
- * requests in one skb; io_uring (6.10+) then links their notifications and
- * the kernel flags all but the first copied: about a third of them here.
+ * requests in one skb; io_uring (6.18 here) then links their notifications and
+ * flags a later one copied when no skb of its own carried data: about a
+ * third of them here.
  * The socket must stay zero-copy. (Judged by flags alone, "three quarters of
  * the last 4-8 flagged", 0-26% of the bytes went by copy, in 4 of 6 runs more
  * than 5%.) */

@@ -307,10 +307,11 @@ static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uri
     if (copied)
         ZC_STAT_ADD(pool, completions_copied, 1);
     /* When TCP puts the data of consecutive requests in one skb, io_uring
-     * (6.10+) links their notifications: the first request's stands for
-     * all the data, the kernel flags the others copied regardless, and
-     * posts them right after it. So a flagged notification that follows
-     * one of the same socket not flagged was not copied either. */
+     * (6.18 here) links their notifications: the skb counts for the first
+     * request's only, a later request none of whose own skbs carried data
+     * is flagged copied whatever happened, and all are posted together,
+     * the first one first. So a flagged notification that follows one of
+     * the same socket not flagged was not copied either. */
     if (!copied)
         r->clean_fd = req->fd;
     else if (req->fd == r->clean_fd)
