@@ -210,14 +210,7 @@ static void pageblock_states_show_in_stats(void **state)
  * change once all are sealed; an object of @shared_max + 1 bytes is large. */
 static void one_pageblock_of(size_t pageblock, size_t size, size_t shared_max)
 {
-    struct zc_pool_config cfg;
-    zc_pool_config_init(&cfg);
-    cfg.backend = "copy";
-    cfg.flags = ZC_POOL_PROTECT | ZC_POOL_IGNORE_ENV;
-    cfg.arena_capacity = (size_t)256 << 20;
-    cfg.pageblock_size = pageblock;
-    zc_pool *pool = NULL;
-    assert_int_equal(zc_pool_create(&pool, &cfg), 0);
+    zc_pool *pool = test_pool_pageblock("copy", ZC_POOL_PROTECT, 0, pageblock);
     size_t n = pool->classes[zc__size_class(size)].nslots;
     assert_true(n >= 8);
     char **objs = calloc(n, sizeof(*objs));
