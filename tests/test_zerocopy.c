@@ -107,6 +107,74 @@ static void loopback_is_detected_and_copied(void **state)
     }
 }
 
+/* ---- the sending thread writes its own object while it is in flight ---- */
+
+struct self_writer {
+    zc_pool *pool;
+    int fd;
+    char *obj;
+    uint64_t in_flight_before_write;
+    uint64_t waits_before_write;
+};
+
+static void *send_then_write(void *arg)
+{
+    struct self_writer *w = arg;
+    if (zc_send(w->pool, w->fd, w->obj, LOOPBACK_SIZE, 0) != (ssize_t)LOOPBACK_SIZE)
+        return (void *)"short send";
+    struct zc_stats st;
+    zc_stats(w->pool, &st);
+    w->in_flight_before_write = st.in_flight;
+    w->waits_before_write = st.protect_waits;
+    pattern_fill(w->obj, LOOPBACK_SIZE, 8, 0); /* traps, waits, then lands */
+    return NULL;
+}
+
+/* The write waits for the thread's own notification, which comes once the
+ * peer has taken the data. Only the kernel can post it while the thread
+ * sleeps in the write fault: io_uring rings made with DEFER_TASKRUN never
+ * would, and the thread would hang here (what this test guards;
+ * docs/backends.md). The peer gets the bytes sealed at send time. */
+static void sender_writes_its_own_object_in_flight(void **state)
+{
+    (void)state;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        int c, s;
+        tcp_pair(&c, &s); /* the first large sends go zero-copy, before the switch */
+        struct self_writer w = { .pool = pool, .fd = c,
+                                 .obj = sealed_object(pool, LOOPBACK_SIZE, 7) };
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, send_then_write, &w), 0);
+        /* read first: data the peer has not taken yet is still in flight */
+        char *got = malloc(LOOPBACK_SIZE);
+        assert_non_null(got);
+        assert_int_equal(recv_exact(s, got, LOOPBACK_SIZE, 5000), LOOPBACK_SIZE);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        void *failure = "still writing after 10 s";
+        int rc = pthread_timedjoin_np(t, &failure, &until);
+        printf("%s: in flight before the write %llu, the write %s\n", zc_backends[b],
+               (unsigned long long)w.in_flight_before_write,
+               rc == 0 ? "completed" : "hangs");
+        assert_int_equal(rc, 0);
+        assert_null(failure);
+        assert_true(w.in_flight_before_write >= 1); /* else nothing was tested */
+        assert_int_equal(stats_of(pool).protect_waits, w.waits_before_write + 1);
+        assert_int_equal(pattern_check(got, LOOPBACK_SIZE, 7, 0), (size_t)-1);
+        assert_int_equal(pattern_check(w.obj, LOOPBACK_SIZE, 8, 0), (size_t)-1);
+        free(got);
+        drain(pool);
+        close(c);
+        close(s);
+        assert_int_equal(zc_free(pool, w.obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
 /* ---- veth + XDP: the kernel reports the pages were not copied ---- */
 
 struct rx_args {
@@ -623,6 +691,7 @@ int main(int argc, char **argv)
     home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(loopback_is_detected_and_copied),
+        cmocka_unit_test(sender_writes_its_own_object_in_flight),
         cmocka_unit_test_teardown(veth_xdp_sends_are_not_copied, veth_teardown),
         cmocka_unit_test_teardown(veth_xdp_back_to_back_sends_stay_zero_copy, veth_teardown),
         cmocka_unit_test_teardown(reused_descriptor_is_judged_afresh, veth_teardown),

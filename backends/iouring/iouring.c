@@ -379,7 +379,9 @@ static int clone_into(struct iou_pool *st, struct iou_ring *r)
  * wake-up instead of interrupting it with an IPI while it runs
  * (COOP_TASKRUN). Other threads only read the completion queue. Not
  * DEFER_TASKRUN: then only the owner could ever post the notifications,
- * and a writer in another thread would wait on an idle sender forever. */
+ * and a writer in another thread would wait on an idle sender forever, or
+ * the owner on itself when it writes an object it has just sent (it sleeps
+ * in the write fault, not in io_uring_enter). */
 #define ZC_IOU_RING_FLAGS (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER)
 
 static int ring_init(struct io_uring *ring)
