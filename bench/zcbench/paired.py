@@ -4,7 +4,10 @@ the median over runs of A's CPU per message divided by B's in the same run
 (each run measures every method back to back, so a slow phase of the machine
 hits both), with the quartiles and the ratio of the means.
 
-    bench/zcbench/paired.py PREFIX-runs.txt zc_iouring uring_zc_fixed
+    bench/zcbench/paired.py PREFIX-runs.txt [MORE-runs.txt ...] zc_iouring uring_zc_fixed
+
+Several files pool their runs (each file's runs kept apart), e.g. the same
+zcbench command run four times in a row.
 """
 import collections
 import statistics
@@ -12,17 +15,18 @@ import sys
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         sys.exit(__doc__.strip())
-    path, a, b = sys.argv[1:]
+    paths, (a, b) = sys.argv[1:-2], sys.argv[-2:]
     cpu = collections.defaultdict(lambda: collections.defaultdict(dict))
-    with open(path) as f:
-        for line in f:
-            if line.startswith('#'):
-                continue
-            proto, size, method, run, ok, cpu_us = line.split()[:6]
-            if ok == '1':
-                cpu[(proto, int(size))][method][int(run)] = float(cpu_us)
+    for n, path in enumerate(paths):
+        with open(path) as f:
+            for line in f:
+                if line.startswith('#'):
+                    continue
+                proto, size, method, run, ok, cpu_us = line.split()[:6]
+                if ok == '1':
+                    cpu[(proto, int(size))][method][(n, int(run))] = float(cpu_us)
     print(f"proto size {a}/{b}: paired median [q1..q3] (ratio of means, runs)")
     for key in sorted(cpu):
         x, y = cpu[key].get(a, {}), cpu[key].get(b, {})
