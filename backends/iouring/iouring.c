@@ -304,20 +304,21 @@ static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uri
     }
     ZC_STAT_ADD(pool, completions, 1);
     bool copied = have_report_usage && ((uint32_t)cqe->res & ZC_NOTIF_USAGE_ZC_COPIED);
-    if (copied)
-        ZC_STAT_ADD(pool, completions_copied, 1);
     /* When TCP puts the data of consecutive requests in one skb, io_uring
      * (6.18 here) links their notifications: the skb counts for the first
      * request's only, a later request none of whose own skbs carried data
      * is flagged copied whatever happened, and all are posted together,
      * the first one first. So a flagged notification that follows one of
-     * the same socket not flagged was not copied either. */
+     * the same socket not flagged was not copied either, and is not
+     * counted copied in the stats. */
     if (!copied)
         r->clean_fd = req->fd;
     else if (req->fd == r->clean_fd)
         copied = false;
     else
         r->clean_fd = -1;
+    if (copied)
+        ZC_STAT_ADD(pool, completions_copied, 1);
     /* small TCP sends share notifications and are flagged loosely: judge a
      * socket by its large sends only */
     if (have_report_usage && req->bytes >= ZC_IOU_JUDGE_MIN &&

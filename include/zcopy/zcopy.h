@@ -110,7 +110,9 @@ struct zc_stats {
     uint64_t bytes_copied;       /**< Bytes sent by copying. */
     uint64_t zerocopy_parts;     /**< Message parts sent without a copy. */
     uint64_t completions;        /**< Zero-copy completions reaped. */
-    uint64_t completions_copied; /**< Completions where the kernel copied anyway. */
+    uint64_t completions_copied; /**< Completions where the kernel copied anyway (iouring: not
+                                      counting a notification flagged only for being linked to
+                                      the one before it, see docs/backends.md). */
     uint64_t in_flight;          /**< Zero-copy sends not yet completed (current). */
     uint64_t protect_faults;     /**< Writes to protected data that were caught. */
     uint64_t protect_waits;      /**< Of those, writes that waited for sends in flight. */
