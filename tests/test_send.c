@@ -404,6 +404,63 @@ static void tcp_blocking_object_slow_reader(void **state)
     close(s);
 }
 
+/* A socket's O_NONBLOCK may change between calls (a server that accepts,
+ * greets, then turns to its event loop): each call behaves as send(2) does
+ * with the flag as it is then. The iouring backend remembers that a socket
+ * did not block and sends to it with MSG_DONTWAIT straight away. */
+static void tcp_socket_that_changes_blocking_mode(void **state)
+{
+    zc_pool *pool = *state;
+    int c, s;
+    tcp_pair_small(&c, &s, 32768);
+    size_t len = 1u << 20;
+    char *obj = sealed_object(pool, len, 31);
+    /* non-blocking: what fits */
+    set_nonblocking(c);
+    ssize_t r = zc_send(pool, c, obj, 65536, 0);
+    assert_true(r > 0 || (r < 0 && errno == EAGAIN));
+    size_t first = r > 0 ? (size_t)r : 0;
+    char *got = malloc(len);
+    assert_non_null(got);
+    assert_int_equal(recv_exact(s, got, first, 5000), first);
+    assert_int_equal(pattern_check(got, first, 31, 0), (size_t)-1);
+    /* blocking again: whole 1 MiB sends through a 32 KiB buffer */
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK);
+    struct iovec iov = { obj, len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    blocking_sends_to_slow_reader(pool, c, s, &msg, obj, len, 3);
+    /* non-blocking once more: EAGAIN when full, at once */
+    set_nonblocking(c);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t part[200];
+    int nparts = 0, eagain = 0;
+    while (nparts < 200 && !eagain) {
+        r = zc_send(pool, c, obj, len, 0);
+        if (r < 0) {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+            eagain = 1;
+        } else {
+            assert_true(r > 0 && (size_t)r < len);
+            part[nparts++] = (size_t)r;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(eagain);
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+    /* each call queued a prefix of the object */
+    for (int i = 0; i < nparts; i++) {
+        assert_int_equal(recv_exact(s, got, part[i], 5000), part[i]);
+        assert_int_equal(pattern_check(got, part[i], 31, 0), (size_t)-1);
+    }
+    char extra;
+    assert_int_equal(recv(s, &extra, 1, MSG_DONTWAIT), -1);
+    free(got);
+    assert_int_equal(zc_free(pool, obj), 0);
+    close(c);
+    close(s);
+}
+
 /* One call, one datagram, parts in order; blocking and MSG_DONTWAIT. */
 static void udp_one_datagram_per_call(void **state)
 {
@@ -502,6 +559,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tcp_nonblocking_parts_short_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(tcp_blocking_parts_slow_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(tcp_blocking_object_slow_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(tcp_socket_that_changes_blocking_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(udp_one_datagram_per_call, setup, teardown),
         cmocka_unit_test_setup_teardown(errors_are_those_of_send, setup, teardown),
     };

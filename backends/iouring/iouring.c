@@ -120,6 +120,7 @@ struct iou_pool {
     _Atomic uint16_t fd_copy[ZC_IOU_FD_CACHE];
     _Atomic uint16_t fd_hist[ZC_IOU_FD_CACHE]; /* recent large notifications */
     _Atomic uint64_t fd_cookie[ZC_IOU_FD_CACHE]; /* SO_COOKIE of the socket found copying */
+    _Atomic uint8_t fd_nonblock[ZC_IOU_FD_CACHE]; /* 1: O_NONBLOCK when last asked */
 };
 
 /* ---- probe, once per process ---- */
@@ -955,8 +956,8 @@ static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
     return -1;
 }
 
-static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
-                           struct zc_part *parts, size_t nparts, int flags)
+static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                              struct zc_part *parts, size_t nparts, int flags)
 {
     struct iou_pool *st = pool->backend;
     bool single = nparts == 1 && !msg->msg_name && !msg->msg_controllen;
@@ -1001,7 +1002,13 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     /* send(2) semantics on a ring: io_uring ignores O_NONBLOCK (so ask the
      * socket), and on a blocking stream socket it stops short where
      * send(2) would wait, unless told MSG_WAITALL (ignored by UDP). */
-    int fl = (flags & MSG_DONTWAIT) ? O_NONBLOCK : fcntl(fd, F_GETFL);
+    int fl = O_NONBLOCK;
+    if (!(flags & MSG_DONTWAIT)) {
+        fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && fd < ZC_IOU_FD_CACHE)
+            atomic_store_explicit(&st->fd_nonblock[fd], (fl & O_NONBLOCK) != 0,
+                                  memory_order_relaxed);
+    }
     bool blocking = fl >= 0 && !(fl & O_NONBLOCK);
     pthread_mutex_lock(&r->lock);
     if (chain) {
@@ -1089,6 +1096,38 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     }
     errno = -res;
     return -1;
+}
+
+/* A socket that did not block when last asked is sent to with MSG_DONTWAIT
+ * straight away, which saves asking it again (a system call, about 1 us
+ * here: 8% of a 64 KiB send) on event-loop servers that call zc_send
+ * without MSG_DONTWAIT. Only if the send stops short is it asked; if it
+ * blocks now, the rest goes by copy, waiting, as send(2) would have. */
+static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg,
+                           struct zc_part *parts, size_t nparts, int flags)
+{
+    struct iou_pool *st = pool->backend;
+    if ((flags & MSG_DONTWAIT) || fd < 0 || fd >= ZC_IOU_FD_CACHE ||
+        !atomic_load_explicit(&st->fd_nonblock[fd], memory_order_relaxed))
+        return iou_send_parts(pool, fd, msg, parts, nparts, flags);
+    size_t total = 0;
+    for (size_t i = 0; i < nparts; i++)
+        total += parts[i].len;
+    ssize_t sent = iou_send_parts(pool, fd, msg, parts, nparts, flags | MSG_DONTWAIT);
+    if (sent >= 0 ? (size_t)sent >= total : errno != EAGAIN)
+        return sent;
+    int err = errno;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_NONBLOCK)) {
+        errno = err;
+        return sent;
+    }
+    atomic_store_explicit(&st->fd_nonblock[fd], 0, memory_order_relaxed);
+    size_t done = sent > 0 ? (size_t)sent : 0;
+    ssize_t rest = zc__send_copied_from(pool, fd, msg, flags, done);
+    if (rest >= 0)
+        return (ssize_t)done + rest;
+    return done ? (ssize_t)done : -1;
 }
 
 const struct zc_backend_ops zc_backend_iouring = {
