@@ -1123,6 +1123,8 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
         return sent;
     }
     atomic_store_explicit(&st->fd_nonblock[fd], 0, memory_order_relaxed);
+    ZC_STAT_ADD(pool, fallbacks, 1);
+    ZC_LOG("socket %d blocks now: the rest of this send goes by copy", fd);
     size_t done = sent > 0 ? (size_t)sent : 0;
     ssize_t rest = zc__send_copied_from(pool, fd, msg, flags, done);
     if (rest >= 0)
