@@ -956,6 +956,16 @@ static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
     return -1;
 }
 
+/* The socket's file status flags (fcntl F_GETFL), remembering whether it
+ * was non-blocking for iou_sendmsg. */
+static int socket_flags(struct iou_pool *st, int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && fd < ZC_IOU_FD_CACHE)
+        atomic_store_explicit(&st->fd_nonblock[fd], (fl & O_NONBLOCK) != 0, memory_order_relaxed);
+    return fl;
+}
+
 static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr *msg,
                               struct zc_part *parts, size_t nparts, int flags)
 {
@@ -1002,13 +1012,7 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
     /* send(2) semantics on a ring: io_uring ignores O_NONBLOCK (so ask the
      * socket), and on a blocking stream socket it stops short where
      * send(2) would wait, unless told MSG_WAITALL (ignored by UDP). */
-    int fl = O_NONBLOCK;
-    if (!(flags & MSG_DONTWAIT)) {
-        fl = fcntl(fd, F_GETFL);
-        if (fl >= 0 && fd < ZC_IOU_FD_CACHE)
-            atomic_store_explicit(&st->fd_nonblock[fd], (fl & O_NONBLOCK) != 0,
-                                  memory_order_relaxed);
-    }
+    int fl = (flags & MSG_DONTWAIT) ? O_NONBLOCK : socket_flags(st, fd);
     bool blocking = fl >= 0 && !(fl & O_NONBLOCK);
     pthread_mutex_lock(&r->lock);
     if (chain) {
@@ -1117,12 +1121,11 @@ static ssize_t iou_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *ms
     if (sent >= 0 ? (size_t)sent >= total : errno != EAGAIN)
         return sent;
     int err = errno;
-    int fl = fcntl(fd, F_GETFL);
+    int fl = socket_flags(st, fd);
     if (fl < 0 || (fl & O_NONBLOCK)) {
         errno = err;
         return sent;
     }
-    atomic_store_explicit(&st->fd_nonblock[fd], 0, memory_order_relaxed);
     ZC_STAT_ADD(pool, fallbacks, 1);
     ZC_LOG("socket %d blocks now: the rest of this send goes by copy", fd);
     size_t done = sent > 0 ? (size_t)sent : 0;
