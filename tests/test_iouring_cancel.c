@@ -4,25 +4,20 @@
  * SEND_ZC that waits for room on a socket found non-blocking (submit_wait):
  * the request's result reports the bytes it sent (or -ECANCELED), and it
  * carries IORING_CQE_F_MORE whenever a notification follows, so the backend
- * keeps the request until then. Raw liburing, no libzcopy: it runs on each
- * kernel the test suite runs on (the VM stage: Debian's 6.1 and 6.12).
+ * keeps the request until then. Raw liburing (only the test helpers of
+ * common.c besides): it runs on each kernel the test suite runs on (the VM
+ * stage: Debian's 6.1 and 6.12).
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <cmocka.h>
 #include <liburing.h>
+
+#include "common.h"
 
 #define TAG_SEND 1234
 #define TAG_CANCEL 1
@@ -33,7 +28,7 @@ struct cancel_case {
     bool ring_ok;
     char why[128]; /* why the kernel cannot run this case */
     int tx, rx;
-    char *buf;
+    char *buf, *sink;
 };
 
 static int setup(void **state)
@@ -50,24 +45,15 @@ static int setup(void **state)
             snprintf(c->why, sizeof(c->why), "this kernel has no IORING_OP_SEND_ZC");
         io_uring_free_probe(probe);
     }
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(l >= 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t al = sizeof(a);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(l, 1), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &al), 0);
-    c->tx = socket(AF_INET, SOCK_STREAM, 0);
+    tcp_pair(&c->tx, &c->rx);
     int sz = 32768;
     assert_int_equal(setsockopt(c->tx, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
-    assert_int_equal(connect(c->tx, (struct sockaddr *)&a, sizeof(a)), 0);
-    c->rx = accept(l, NULL, NULL);
-    assert_true(c->rx >= 0);
     assert_int_equal(setsockopt(c->rx, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
-    close(l);
-    assert_int_equal(fcntl(c->tx, F_SETFL, O_NONBLOCK), 0);
+    set_nonblocking(c->tx);
     c->buf = malloc(BUF_LEN);
+    c->sink = malloc(BUF_LEN);
     assert_non_null(c->buf);
+    assert_non_null(c->sink);
     memset(c->buf, 0x5a, BUF_LEN);
     *state = c;
     return 0;
@@ -81,27 +67,9 @@ static int teardown(void **state)
     close(c->tx);
     close(c->rx);
     free(c->buf);
+    free(c->sink);
     free(c);
     return 0;
-}
-
-/* Reads what is queued for rx (at most @limit bytes, for up to 2 s without
- * progress); returns the count. */
-static size_t drain(int rx, size_t limit)
-{
-    static char sink[65536];
-    size_t got = 0;
-    for (int idle = 0; got < limit && idle < 200;) {
-        ssize_t n = recv(rx, sink, sizeof(sink), MSG_DONTWAIT);
-        if (n > 0) {
-            got += (size_t)n;
-            idle = 0;
-        } else {
-            usleep(10000);
-            idle++;
-        }
-    }
-    return got;
 }
 
 /* One SEND_ZC of the whole buffer (MSG_WAITALL, as the backend sends to a
@@ -138,7 +106,7 @@ static void send_and_cancel(struct cancel_case *c, int *res, bool *more, bool *n
             *more = cqe->flags & IORING_CQE_F_MORE;
             got = true;
             if (*res > 0) /* the notification comes once the bytes are read */
-                assert_int_equal(drain(c->rx, (size_t)*res), (size_t)*res);
+                assert_int_equal(recv_exact(c->rx, c->sink, (size_t)*res, 5000), (size_t)*res);
         }
         io_uring_cqe_seen(&c->ring, cqe);
     }
