@@ -4,10 +4,12 @@ the median over runs of A's CPU per message divided by B's in the same run
 (each run measures every method back to back, so a slow phase of the machine
 hits both), with the quartiles and the ratio of the means.
 
-    bench/zcbench/paired.py PREFIX-runs.txt [MORE-runs.txt ...] zc_iouring uring_zc_fixed
+    bench/zcbench/paired.py [--col NAME] PREFIX-runs.txt [MORE-runs.txt ...] zc_iouring uring_zc_fixed
 
 Several files pool their runs (each file's runs kept apart), e.g. the same
-zcbench command run four times in a row.
+zcbench command run four times in a row.  --col compares another column of
+the header (default cpu_us, the sender thread's CPU; cpu0_us is all of CPU 0's
+busy time, sender and softirq together).
 """
 import collections
 import statistics
@@ -15,19 +17,28 @@ import sys
 
 
 def main():
-    if len(sys.argv) < 4:
+    args = sys.argv[1:]
+    col = 'cpu_us'
+    if len(args) >= 2 and args[0] == '--col':
+        col, args = args[1], args[2:]
+    if len(args) < 3:
         sys.exit(__doc__.strip())
-    paths, (a, b) = sys.argv[1:-2], sys.argv[-2:]
+    paths, (a, b) = args[:-2], args[-2:]
     cpu = collections.defaultdict(lambda: collections.defaultdict(dict))
     for n, path in enumerate(paths):
         with open(path) as f:
+            names = f.readline().lstrip('#').split()
+            if col not in names:
+                sys.exit(f"{path}: no column {col} (has {' '.join(names)})")
+            k = names.index(col)
             for line in f:
                 if line.startswith('#'):
                     continue
-                proto, size, method, run, ok, cpu_us = line.split()[:6]
-                if ok == '1':
-                    cpu[(proto, int(size))][method][(n, int(run))] = float(cpu_us)
-    print(f"proto size {a}/{b}: paired median [q1..q3] (ratio of means, runs)")
+                v = line.split()
+                proto, size, method, run, ok = v[:5]
+                if ok == '1' and v[k] not in ('nan', '-nan'):
+                    cpu[(proto, int(size))][method][(n, int(run))] = float(v[k])
+    print(f"proto size {a}/{b} ({col}): paired median [q1..q3] (ratio of means, runs)")
     for key in sorted(cpu):
         x, y = cpu[key].get(a, {}), cpu[key].get(b, {})
         ratios = sorted(x[r] / y[r] for r in x if r in y and y[r] > 0)

@@ -198,6 +198,7 @@ static int do_msgzc(struct rp_sock *s, const char *buf, size_t size, unsigned n,
 				break;
 			}
 			if (t->outstanding >= o->max_inflight) {
+				st->bound_waits++;
 				if (msgzc_wait(s, t, st, 10) < 0) {
 					rc = -1;
 					break;
@@ -448,6 +449,7 @@ static int do_uring(enum rp_method m, struct rp_uring *u, struct rp_sock *s, con
 				break;
 			}
 			if (ur_pending(t) >= max_inflight) { /* bound buffers in flight */
+				st->bound_waits++;
 				struct io_uring_cqe *cqe;
 				struct __kernel_timespec ts = {0, 10000000};
 				int dummy;

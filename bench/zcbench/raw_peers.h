@@ -91,6 +91,7 @@ struct rp_stats {
 	uint64_t bytes_reported; /* bytes whose completion said copied or not */
 	uint64_t bytes_copied;   /* bytes reported copied */
 	uint64_t retries;     /* ENOBUFS/EAGAIN retries */
+	uint64_t bound_waits; /* waits for a completion because max_inflight were pending */
 	int report;           /* this method reports copies (else bytes_copied is 0) */
 	int err;              /* 0, or the errno that stopped the call */
 };

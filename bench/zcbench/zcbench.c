@@ -13,8 +13,9 @@
  * uring_send (io_uring SEND, copies), uring_zc_fixed_nd (uring_zc_fixed on a
  * ring made with no setup flags), uring_zc_fixed_coop (on a ring made with
  * COOP_TASKRUN|SINGLE_ISSUER, as the library makes its rings: what the ring
- * flags alone cost), sendmsg (sendmsg(2) with one iovec, what a copying zc_send
- * ends in).  -R selects the raw peers only (what rawbench used to run).
+ * flags alone cost), uring_zc_fixed_nobound (uring_zc_fixed without the -I
+ * bound, at most 2048 in flight, as zc_send has no bound), sendmsg (sendmsg(2)
+ * with one iovec, what a copying zc_send ends in).  -R selects the raw peers only (what rawbench used to run).
  *
  * zc_send methods: one pool per method; per size one object allocated, filled
  * and sealed once at start (an object that shares a pageblock: the rest of
@@ -33,7 +34,9 @@
  * size and method one measurement: new connection, W warm-up messages (not
  * counted), N timed messages, wait for every completion, close (TCP: wait for
  * the receiver's close).  Sender CPU = CLOCK_THREAD_CPUTIME_ID of the sending
- * thread; CPU 0 softirq and CPU 1 busy from /proc/stat ticks.  Every loop is
+ * thread; CPU 0 busy (cpu0) = wall time minus CPU 0's NOHZ idle time from
+ * /proc/timer_list, i.e. the sender and every softirq on its core, each counted
+ * once; CPU 0 softirq and CPU 1 busy from /proc/stat ticks.  Every loop is
  * bounded by a count and by -T milliseconds per measurement.
  *
  * Build: CMake target zcbench (bench/CMakeLists.txt).  Run (root):
@@ -90,6 +93,7 @@ enum method {
 	M_URING_SEND,
 	M_URING_FIXED_ND,
 	M_URING_FIXED_COOP,
+	M_URING_FIXED_NOBOUND,
 	M_SENDMSG,
 	NMETHODS
 };
@@ -100,21 +104,24 @@ struct mdef {
 	const char *backend; /* zc_send methods */
 	int ring;            /* raw io_uring methods: 0 main ring, 1 no flags, 2 the library's */
 	int vs;              /* the method this one is compared with, or -1 */
+	unsigned max_inflight; /* raw zero-copy peers: in-flight bound (0: -I) */
 };
 
 static const struct mdef MD[NMETHODS] = {
-	[M_SEND] = {"send", RP_PLAIN, NULL, 0, -1},
-	[M_ZC_COPY] = {"zc_copy", -1, "copy", 0, M_SEND},
-	[M_ZC_IOURING] = {"zc_iouring", -1, "iouring", 0, M_URING_FIXED},
-	[M_ZC_MSGZC] = {"zc_msgzc", -1, "msgzc", 0, M_MSGZC},
-	[M_ZC_AUTO] = {"zc_auto", -1, "auto", 0, M_URING_FIXED},
-	[M_URING_FIXED] = {"uring_zc_fixed", RP_URING_ZC_FIXED, NULL, 0, -1},
-	[M_MSGZC] = {"msg_zerocopy", RP_MSGZC, NULL, 0, -1},
-	[M_URING_ZC] = {"uring_zc", RP_URING_ZC, NULL, 0, -1},
-	[M_URING_SEND] = {"uring_send", RP_URING_SEND, NULL, 0, -1},
-	[M_URING_FIXED_ND] = {"uring_zc_fixed_nd", RP_URING_ZC_FIXED, NULL, 1, M_URING_FIXED},
-	[M_URING_FIXED_COOP] = {"uring_zc_fixed_coop", RP_URING_ZC_FIXED, NULL, 2, M_URING_FIXED},
-	[M_SENDMSG] = {"sendmsg", RP_SENDMSG, NULL, 0, M_SEND},
+	[M_SEND] = {"send", RP_PLAIN, NULL, 0, -1, 0},
+	[M_ZC_COPY] = {"zc_copy", -1, "copy", 0, M_SEND, 0},
+	[M_ZC_IOURING] = {"zc_iouring", -1, "iouring", 0, M_URING_FIXED, 0},
+	[M_ZC_MSGZC] = {"zc_msgzc", -1, "msgzc", 0, M_MSGZC, 0},
+	[M_ZC_AUTO] = {"zc_auto", -1, "auto", 0, M_URING_FIXED, 0},
+	[M_URING_FIXED] = {"uring_zc_fixed", RP_URING_ZC_FIXED, NULL, 0, -1, 0},
+	[M_MSGZC] = {"msg_zerocopy", RP_MSGZC, NULL, 0, -1, 0},
+	[M_URING_ZC] = {"uring_zc", RP_URING_ZC, NULL, 0, -1, 0},
+	[M_URING_SEND] = {"uring_send", RP_URING_SEND, NULL, 0, -1, 0},
+	[M_URING_FIXED_ND] = {"uring_zc_fixed_nd", RP_URING_ZC_FIXED, NULL, 1, M_URING_FIXED, 0},
+	[M_URING_FIXED_COOP] = {"uring_zc_fixed_coop", RP_URING_ZC_FIXED, NULL, 2, M_URING_FIXED, 0},
+	[M_URING_FIXED_NOBOUND] = {"uring_zc_fixed_nobound", RP_URING_ZC_FIXED, NULL, 0, M_URING_FIXED,
+				   2048},
+	[M_SENDMSG] = {"sendmsg", RP_SENDMSG, NULL, 0, M_SEND, 0},
 };
 
 static int method_parse(const char *s)
@@ -213,6 +220,33 @@ static void cpu_ticks(int cpu, unsigned long long *softirq, unsigned long long *
 		break;
 	}
 	fclose(f);
+}
+
+/* Nanoseconds CPU `cpu` has been idle (idle + iowait) since boot, from the
+ * NOHZ idle accounting in /proc/timer_list (nanoseconds, where /proc/stat has
+ * 10 ms ticks).  The value excludes an idle period still under way, so read
+ * it from a thread running on that CPU.  0 if unreadable (needs root). */
+static uint64_t cpu_idle_ns(int cpu)
+{
+	FILE *f = fopen("/proc/timer_list", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	int in = 0, got = 0;
+	uint64_t t = 0;
+	for (int g = 0; g < 100000 && got < 2 && fgets(line, sizeof(line), f); g++) {
+		int c;
+		unsigned long long v;
+		if (sscanf(line, "cpu: %d", &c) == 1)
+			in = c == cpu;
+		else if (in && (sscanf(line, " .idle_sleeptime : %llu", &v) == 1 ||
+				sscanf(line, " .iowait_sleeptime: %llu", &v) == 1)) {
+			t += v;
+			got++;
+		}
+	}
+	fclose(f);
+	return got == 2 ? t : 0;
 }
 
 /* CPU ticks of this process's io_uring worker threads (iou-wrk-*): work the
@@ -511,8 +545,10 @@ struct meas {
 	uint64_t compl;  /* zc_send: completions reaped */
 	double sirq0_us; /* CPU 0 softirq per message (tick resolution) */
 	double cpu1_us;  /* CPU 1 busy per message (tick resolution) */
+	double cpu0_us;  /* CPU 0 busy per message: sender + softirq + all else on CPU 0 (ns) */
 	double csw;      /* sender context switches (voluntary + not) per message */
 	unsigned long long retries, fallbacks;
+	unsigned long long bound_waits; /* raw peers: waits at the in-flight bound (-I) */
 };
 
 static int connect_sock(int tcp)
@@ -578,7 +614,8 @@ static struct meas measure(struct rp_uring *u, char *buf, int tcp, int m, unsign
 	struct rp_uring *ring = &u[MD[m].ring];
 	struct rp_sock s;
 	rp_sock_init(&s, fd);
-	struct rp_opts o = {.timeout_ms = C.timeout_ms, .max_inflight = C.max_inflight};
+	struct rp_opts o = {.timeout_ms = C.timeout_ms,
+			    .max_inflight = MD[m].max_inflight ? MD[m].max_inflight : C.max_inflight};
 	struct rp_stats st;
 	struct zrun zr;
 	struct zpool *z = &ZP[m];
@@ -601,8 +638,12 @@ static struct meas measure(struct rp_uring *u, char *buf, int tcp, int m, unsign
 	cpu_ticks(C.cpu_rx, &dummy, &b1a);
 	struct rusage ra, rb;
 	getrusage(RUSAGE_THREAD, &ra);
+	/* CPU 0 busy = wall - idle over [i0 read, i1 read]: CPU 0 runs this
+	 * thread while it reads, so the idle sum does not move during a read */
+	uint64_t i0 = cpu_idle_ns(C.cpu_tx), t0 = ns_of(CLOCK_MONOTONIC);
 	rc = raw ? rp_send(MD[m].raw, ring, &s, buf, size, r.n, &o, &st)
 		 : zc_run(z, fd, tcp, obj, size, r.n, 1, &zr);
+	uint64_t t1 = ns_of(CLOCK_MONOTONIC), i1 = cpu_idle_ns(C.cpu_tx);
 	getrusage(RUSAGE_THREAD, &rb);
 	cpu_ticks(C.cpu_tx, &s0b, &dummy);
 	cpu_ticks(C.cpu_rx, &dummy, &b1b);
@@ -620,6 +661,7 @@ static struct meas measure(struct rp_uring *u, char *buf, int tcp, int m, unsign
 					   ? (double)st.bytes_copied / (double)st.bytes_reported
 					   : -1;
 			r.retries = st.retries;
+			r.bound_waits = st.bound_waits;
 		} else {
 			double zcb = (double)(zb.bytes_zerocopy - za.bytes_zerocopy);
 			double cpb = (double)(zb.bytes_copied - za.bytes_copied);
@@ -638,6 +680,9 @@ static struct meas measure(struct rp_uring *u, char *buf, int tcp, int m, unsign
 		double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
 		r.sirq0_us = (double)(s0b - s0a) * tick_us / (double)msgs;
 		r.cpu1_us = (double)(b1b - b1a) * tick_us / (double)msgs;
+		r.cpu0_us = i0 && i1 >= i0 && t1 - t0 >= i1 - i0
+				    ? (double)((t1 - t0) - (i1 - i0)) / 1e3 / (double)msgs
+				    : NAN;
 		r.csw = (double)(rb.ru_nvcsw - ra.ru_nvcsw + rb.ru_nivcsw - ra.ru_nivcsw) / (double)msgs;
 	}
 	if (tcp) {
@@ -701,8 +746,8 @@ static void usage(const char *a0)
 		"  -p LIST     tcp,udp (default both)\n"
 		"  -m LIST     methods (default send,zc_copy,zc_iouring,zc_msgzc,zc_auto,\n"
 		"              uring_zc_fixed,msg_zerocopy; also uring_zc, uring_send,\n"
-		"              uring_zc_fixed_nd, uring_zc_fixed_coop, sendmsg; 'all' for\n"
-		"              every one)\n"
+		"              uring_zc_fixed_nd, uring_zc_fixed_coop,\n"
+		"              uring_zc_fixed_nobound, sendmsg; 'all' for every one)\n"
 		"  -R          raw peers only: send,msg_zerocopy,uring_zc_fixed,uring_zc,uring_send\n"
 		"              (what rawbench ran)\n"
 		"  -n N        messages per measurement (default: 128 MiB / size, in [200, 20000])\n"
@@ -715,7 +760,8 @@ static void usage(const char *a0)
 		"  -D          leave Nagle on (default TCP_NODELAY)\n"
 		"  -L          loopback (127.0.0.1, this namespace) instead of the veth topology\n"
 		"  -T MS       timeout per measurement (default 10000)\n"
-		"  -o PREFIX   also write gnuplot data PREFIX-tcp.dat and PREFIX-udp.dat\n",
+		"  -o PREFIX   also write gnuplot data PREFIX-{tcp,udp}.dat (sender thread CPU),\n"
+		"              PREFIX-{tcp,udp}-cpu0.dat (CPU 0 busy) and every run, PREFIX-runs.txt\n",
 		a0, MAXRUNS, UDP_MAX, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
 }
 
@@ -743,16 +789,20 @@ static unsigned parse_sizes(char *arg, size_t *out)
 /* results[proto][size][method][run] */
 static struct meas R[2][MAXSIZES][NMETHODS][MAXRUNS];
 
-static void write_dat(int p, const int *use)
+/* PREFIX-tcp.dat / PREFIX-udp.dat (sender thread CPU), or with cpu0 set
+ * PREFIX-tcp-cpu0.dat / PREFIX-udp-cpu0.dat (CPU 0 busy) */
+static void write_dat(int p, int cpu0, const int *use)
 {
 	char path[512];
-	snprintf(path, sizeof(path), "%s-%s.dat", C.data_prefix, p ? "udp" : "tcp");
+	snprintf(path, sizeof(path), "%s-%s%s.dat", C.data_prefix, p ? "udp" : "tcp",
+		 cpu0 ? "-cpu0" : "");
 	FILE *f = fopen(path, "w");
 	if (!f) {
 		perror(path);
 		return;
 	}
-	fprintf(f, "# zcbench: sender CPU per message (us), median min max over %u runs\n", C.runs);
+	fprintf(f, "# zcbench: %s per message (us), median min max over %u runs\n",
+		cpu0 ? "CPU 0 busy (sender and softirq)" : "sender thread CPU", C.runs);
 	fprintf(f, "size");
 	for (unsigned k = 0; k < C.nmethods; k++) {
 		int m = C.methods[k];
@@ -769,7 +819,9 @@ static void write_dat(int p, const int *use)
 				continue;
 			double v[MAXRUNS];
 			for (unsigned r = 0; r < C.runs; r++)
-				v[r] = R[p][si][m][r].ok ? R[p][si][m][r].cpu_us : NAN;
+				v[r] = !R[p][si][m][r].ok ? NAN
+				       : cpu0		  ? R[p][si][m][r].cpu0_us
+							  : R[p][si][m][r].cpu_us;
 			struct agg a = aggregate(v, C.runs);
 			if (a.ok)
 				fprintf(f, " %.4f %.4f %.4f", a.med, a.min, a.max);
@@ -792,7 +844,7 @@ static void write_runs(const int *use)
 		perror(path);
 		return;
 	}
-	fprintf(f, "# proto size method run ok cpu_us copied zcB kcop compl sirq0_us cpu1_us\n");
+	fprintf(f, "# proto size method run ok cpu_us copied zcB kcop compl sirq0_us cpu1_us cpu0_us\n");
 	for (int p = 0; p < 2; p++) {
 		if ((p == 0 && !C.tcp) || (p == 1 && !C.udp))
 			continue;
@@ -804,11 +856,11 @@ static void write_runs(const int *use)
 					continue;
 				for (unsigned r = 0; r < C.runs; r++) {
 					struct meas *x = &R[p][si][m][r];
-					fprintf(f, "%s %zu %s %u %d %.3f %.3f %.3f %.3f %llu %.2f %.2f\n",
+					fprintf(f, "%s %zu %s %u %d %.3f %.3f %.3f %.3f %llu %.2f %.2f %.3f\n",
 						p ? "udp" : "tcp", p ? C.usizes[si] : C.sizes[si],
 						MD[m].name, r, x->ok, x->cpu_us, x->copied, x->zcbytes,
 						x->ccopied, (unsigned long long)x->compl, x->sirq0_us,
-						x->cpu1_us);
+						x->cpu1_us, x->cpu0_us);
 				}
 			}
 	}
@@ -1033,22 +1085,27 @@ int main(int argc, char **argv)
 	       "# share of completions flagged copied), zcB = bytes zc_send handed over without a copy,\n"
 	       "# kcop = completions the kernel flagged copied (of compl per measurement), all medians;\n"
 	       "# sirq0 = CPU0 softirq, cpu1 = CPU1 busy, /proc/stat ticks (10 ms), us per message;\n"
-	       "# csw = sender context switches per message\n");
-	printf("%-5s %8s %6s %-17s %8s %19s %5s %5s %7s %6s %6s %5s %5s %6s %6s %7s %5s\n", "proto",
-	       "size", "N", "method", "cpu_us", "[min..max]", "ratio", "vs", "ns/KiB", "MB/s",
-	       "copied", "zcB", "kcop", "compl", "sirq0", "cpu1", "csw");
+	       "# csw = sender context switches per message; cpu0 = CPU 0 busy per message (us,\n"
+	       "# median; wall minus NOHZ idle time from /proc/timer_list: the sender thread and\n"
+	       "# every softirq on CPU 0, each counted once), ratio0 and vs0 as ratio and vs for cpu0\n");
+	printf("%-5s %8s %6s %-17s %8s %19s %5s %5s %7s %6s %6s %5s %5s %6s %6s %7s %5s %7s %6s %5s\n",
+	       "proto", "size", "N", "method", "cpu_us", "[min..max]", "ratio", "vs", "ns/KiB", "MB/s",
+	       "copied", "zcB", "kcop", "compl", "sirq0", "cpu1", "csw", "cpu0", "ratio0", "vs0");
 	for (int p = 0; p < 2; p++) {
 		if ((p == 0 && !C.tcp) || (p == 1 && !C.udp))
 			continue;
 		unsigned ns = p == 0 ? C.nsizes : C.nusizes;
 		for (unsigned si = 0; si < ns; si++) {
 			size_t size = p == 0 ? C.sizes[si] : C.usizes[si];
-			double med[NMETHODS];
+			double med[NMETHODS], med0[NMETHODS];
 			for (int m = 0; m < NMETHODS; m++) {
-				double cpu[MAXRUNS];
-				for (unsigned r = 0; r < C.runs; r++)
+				double cpu[MAXRUNS], c0[MAXRUNS];
+				for (unsigned r = 0; r < C.runs; r++) {
 					cpu[r] = R[p][si][m][r].ok ? R[p][si][m][r].cpu_us : NAN;
+					c0[r] = R[p][si][m][r].ok ? R[p][si][m][r].cpu0_us : NAN;
+				}
 				med[m] = use[m] ? aggregate(cpu, C.runs).med : NAN;
+				med0[m] = use[m] ? aggregate(c0, C.runs).med : NAN;
 			}
 			for (unsigned k = 0; k < C.nmethods; k++) {
 				int m = C.methods[k];
@@ -1056,7 +1113,7 @@ int main(int argc, char **argv)
 					continue;
 				double cpu[MAXRUNS], mbs[MAXRUNS], cp[MAXRUNS], zb[MAXRUNS], kc[MAXRUNS],
 					cm[MAXRUNS], s0[MAXRUNS], c1[MAXRUNS], cs[MAXRUNS];
-				unsigned long long rt = 0, fb = 0;
+				unsigned long long rt = 0, fb = 0, bw = 0;
 				for (unsigned r = 0; r < C.runs; r++) {
 					struct meas *x = &R[p][si][m][r];
 					cpu[r] = x->ok ? x->cpu_us : NAN;
@@ -1070,6 +1127,7 @@ int main(int argc, char **argv)
 					cs[r] = x->ok ? x->csw : NAN;
 					rt += x->retries;
 					fb += x->fallbacks;
+					bw += x->bound_waits;
 				}
 				struct agg a = aggregate(cpu, C.runs), b = aggregate(mbs, C.runs),
 					   c = aggregate(cp, C.runs), z = aggregate(zb, C.runs),
@@ -1085,21 +1143,28 @@ int main(int argc, char **argv)
 					snprintf(compl, sizeof(compl), "%.0f", n.med);
 				else
 					snprintf(compl, sizeof(compl), "-");
-				if (MD[m].vs >= 0 && !isnan(med[MD[m].vs]))
+				char vs0[16];
+				if (MD[m].vs >= 0 && !isnan(med[MD[m].vs])) {
 					snprintf(vs, sizeof(vs), "%.2f", a.med / med[MD[m].vs]);
-				else
+					snprintf(vs0, sizeof(vs0), "%.2f", med0[m] / med0[MD[m].vs]);
+				} else {
 					snprintf(vs, sizeof(vs), "-");
+					snprintf(vs0, sizeof(vs0), "-");
+				}
 				printf("%-5s %8zu %6u %-17s %8.2f %19s %5.2f %5s %7.0f %6.0f %6s %5s %5s %6s "
-				       "%6.2f %7.2f %5.2f",
+				       "%6.2f %7.2f %5.2f %7.2f %6.2f %5s",
 				       p ? "udp" : "tcp", size, n_for(size), MD[m].name, a.med, range,
 				       a.med / med[M_SEND], vs, a.med * 1e3 / ((double)size / 1024), b.med,
-				       copied, zcb, kcop, compl, d.med, e.med, f.med);
+				       copied, zcb, kcop, compl, d.med, e.med, f.med, med0[m],
+				       med0[m] / med0[M_SEND], vs0);
 				if (a.ok < C.runs)
 					printf("  (%u/%u runs ok)", a.ok, C.runs);
 				if (rt)
 					printf("  (%llu ENOBUFS/EAGAIN retries)", rt);
 				if (fb)
 					printf("  (%llu fallbacks)", fb);
+				if (bw)
+					printf("  (%llu waits at the in-flight bound)", bw);
 				printf("\n");
 			}
 		}
@@ -1126,10 +1191,12 @@ int main(int argc, char **argv)
 	}
 	fflush(stdout);
 	if (C.data_prefix) {
-		if (C.tcp)
-			write_dat(0, use);
-		if (C.udp)
-			write_dat(1, use);
+		for (int cpu0 = 0; cpu0 < 2; cpu0++) {
+			if (C.tcp)
+				write_dat(0, cpu0, use);
+			if (C.udp)
+				write_dat(1, cpu0, use);
+		}
 		write_runs(use);
 	}
 

@@ -1,7 +1,8 @@
 # zcbench.gp: sender CPU per message vs message size, log-log, one line per
 # method, from the data files `zcbench -o PREFIX` writes (PREFIX-tcp.dat,
 # PREFIX-udp.dat: a header line naming the columns, then per size the median,
-# min and max of every method).  Error bars: min..max over the runs.
+# min and max of every method; PREFIX-tcp-cpu0.dat and PREFIX-udp-cpu0.dat the
+# same for CPU 0 busy time).  Error bars: min..max over the runs.
 #
 #   gnuplot -e "dat='/tmp/zcb-out/A-tcp.dat'; out='docs/zcbench-tcp.png'; ttl='...'" \
 #           bench/zcbench/zcbench.gp
@@ -13,7 +14,10 @@ set output out
 set title ttl
 set logscale xy
 set xlabel 'message size (bytes)'
-set ylabel 'sender CPU per message (us, CLOCK_THREAD_CPUTIME_ID, median)'
+if (!exists("ylab")) ylab = (strstrt(dat, "-cpu0") > 0) ? \
+    'CPU 0 busy per message (us: sender thread + softirq, median)' : \
+    'sender CPU per message (us, CLOCK_THREAD_CPUTIME_ID, median)'
+set ylabel ylab
 if (strstrt(dat, "udp") > 0) {
     set xtics ("256" 256, "1K" 1024, "4K" 4096, "16K" 16384, "60K" 61440)
 } else {
