@@ -55,8 +55,11 @@ struct zc_backend_ops {
     /* Optional: the arena's used part grows from @from to @to bytes (span
      * lock held; nothing in the new range is allocated or protected yet). */
     void (*arena_grow)(struct zc_pool *pool, size_t from, size_t to);
-    /* Smallest part worth sending without a copy on this socket. */
-    size_t (*copy_threshold)(struct zc_pool *pool, int fd);
+    /* Smallest part worth sending without a copy, measured per kind of
+     * socket (bytes; 0 means 1): stream (TCP) and datagram (UDP) sockets.
+     * ZC_COPY_THRESHOLD or zc_pool_config.copy_threshold override both. */
+    size_t copy_threshold_stream;
+    size_t copy_threshold_dgram;
     /* sendmsg(2) semantics: bytes sent or -1 and errno. Owns the in-flight
      * references of the parts that have a pageblock, sent or not. */
     ssize_t (*sendmsg)(struct zc_pool *pool, int fd, const struct msghdr *msg,
@@ -79,6 +82,11 @@ extern const struct zc_backend_ops zc_backend_kmod ZC_HIDDEN;
 /* backend.c */
 ZC_HIDDEN const struct zc_backend_ops *zc__backend_find(const char *name);
 ZC_HIDDEN int zc__backend_select(struct zc_pool *pool, const char *spec);
+
+/* send.c */
+#define ZC_SOCK_TYPES 65536 /* descriptors whose kind of socket is remembered */
+/* The copy thresholds in force, from the override or the backend's. */
+ZC_HIDDEN void zc__send_init(struct zc_pool *pool);
 
 /* ---- options.c ---- */
 ZC_HIDDEN const char *zc__getenv(const char *name);

@@ -205,10 +205,16 @@ ZC_API int zc_pool_create(zc_pool **out, const struct zc_pool_config *config)
     rc = zc__heaps_init(pool);
     if (rc)
         goto fail_locks;
+    pool->sock_types = calloc(ZC_SOCK_TYPES, sizeof(*pool->sock_types));
+    if (!pool->sock_types) {
+        rc = -ENOMEM;
+        goto fail_heaps;
+    }
     rc = zc__backend_select(pool, pool->cfg.backend);
     if (rc)
         goto fail_heaps;
     pool->copy_threshold = pool->cfg.copy_threshold;
+    zc__send_init(pool);
     /* The backend name is static; the caller's string may not outlive us. */
     pool->cfg.backend = pool->ops->name;
     *out = pool;
@@ -220,6 +226,7 @@ fail_locks:
         pthread_mutex_destroy(&pool->classes[c].lock);
     pthread_mutex_destroy(&pool->span_lock);
 fail:
+    free(pool->sock_types);
     free(pool);
     errno = -rc;
     return rc;
@@ -259,6 +266,7 @@ ZC_API int zc_pool_destroy(zc_pool *pool)
     for (unsigned c = 0; c < ZC_NUM_CLASSES; c++)
         pthread_mutex_destroy(&pool->classes[c].lock);
     pthread_mutex_destroy(&pool->span_lock);
+    free(pool->sock_types);
     free(pool);
     if (rc)
         errno = -rc;

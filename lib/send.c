@@ -153,11 +153,55 @@ void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts, size_t 
     ZC_STAT_ADD(pool, zerocopy_parts, zparts);
 }
 
-static size_t send_threshold(struct zc_pool *pool, int fd)
+void zc__send_init(struct zc_pool *pool)
 {
+    size_t s = pool->ops->copy_threshold_stream, d = pool->ops->copy_threshold_dgram;
     if (pool->copy_threshold)
-        return pool->copy_threshold;
-    return pool->ops->copy_threshold ? pool->ops->copy_threshold(pool, fd) : 1;
+        s = d = pool->copy_threshold;
+    pool->send_min_stream = s ? s : 1;
+    pool->send_min_dgram = d ? d : 1;
+    pool->send_min = s < d ? pool->send_min_stream : pool->send_min_dgram;
+}
+
+#define ZC_SOCK_TYPE_USES 64 /* uses of a remembered kind before it is asked again */
+
+static bool ask_dgram(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof(type);
+    int err = errno;
+    bool dgram = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
+    errno = err;
+    return dgram;
+}
+
+/* Whether @fd is a datagram socket. Remembered per descriptor and asked
+ * again every ZC_SOCK_TYPE_USES uses, since a number closed and reused may
+ * name another kind of socket (a stale answer only picks the other
+ * threshold). Entry: (uses left << 1) | dgram, 0 if not known. */
+static bool sock_dgram(struct zc_pool *pool, int fd)
+{
+    if (fd < 0 || fd >= ZC_SOCK_TYPES)
+        return ask_dgram(fd);
+    _Atomic uint8_t *e = &pool->sock_types[fd];
+    uint8_t v = atomic_load_explicit(e, memory_order_relaxed);
+    if (v >> 1) {
+        atomic_store_explicit(e, (uint8_t)(v - 2), memory_order_relaxed);
+        return v & 1;
+    }
+    bool dgram = ask_dgram(fd);
+    atomic_store_explicit(e, (uint8_t)(((ZC_SOCK_TYPE_USES - 1) << 1) | dgram),
+                          memory_order_relaxed);
+    return dgram;
+}
+
+/* The copy threshold for a part of @len bytes on @fd: only a part between
+ * the two kinds' thresholds needs to know the kind. */
+static size_t send_threshold(struct zc_pool *pool, int fd, size_t len)
+{
+    if (len < pool->send_min || pool->send_min_stream == pool->send_min_dgram)
+        return pool->send_min;
+    return sock_dgram(pool, fd) ? pool->send_min_dgram : pool->send_min_stream;
 }
 
 ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int flags)
@@ -172,7 +216,11 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
         return -1;
     }
     bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
-    size_t threshold = zerocopy ? send_threshold(pool, fd) : 0;
+    size_t longest = 0;
+    for (size_t i = 0; zerocopy && i < n; i++)
+        if (msg->msg_iov[i].iov_len > longest)
+            longest = msg->msg_iov[i].iov_len;
+    size_t threshold = zerocopy ? send_threshold(pool, fd, longest) : 0;
     if (pool->ops->caps & ZC_BE_PLAIN_COPY) {
         /* small replies (a server's most common) skip the part bookkeeping */
         size_t i = 0;
@@ -221,7 +269,7 @@ ZC_API ssize_t zc_send(zc_pool *pool, int fd, const void *buf, size_t len, int f
     }
     /* What will be copied anyway goes through send(2), cheaper than
      * sendmsg(2) for one buffer. */
-    if (!(pool->ops->caps & ZC_BE_ZEROCOPY) || len < send_threshold(pool, fd) ||
+    if (!(pool->ops->caps & ZC_BE_ZEROCOPY) || len < send_threshold(pool, fd, len) ||
         !zc__lookup(pool, buf)) {
         ssize_t r = send(fd, buf, len, flags);
         if (r > 0) {

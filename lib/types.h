@@ -191,6 +191,11 @@ struct zc_pool {
     struct zc_protector prot;
     const struct zc_backend_ops *ops;
     void *backend;          /* backend's private state */
+    /* Copy thresholds in force (send.c): below send_min a part is copied
+     * on any socket; between it and the threshold of the socket's kind,
+     * sock_types says which kind a descriptor is (NULL: one threshold). */
+    size_t send_min, send_min_stream, send_min_dgram;
+    _Atomic uint8_t *sock_types;
     _Alignas(64) struct zc_stats_atomic st;
 };
 

@@ -107,6 +107,76 @@ static void loopback_is_detected_and_copied(void **state)
     }
 }
 
+/* ---- the copy threshold of each kind of socket ---- */
+
+/* One zc_send of @len bytes of @obj on @c, read back whole on @s; returns
+ * the bytes that went without a copy. */
+static uint64_t one_send(zc_pool *pool, int c, int s, const char *obj, size_t len, bool dgram)
+{
+    char *got = malloc(len + 1);
+    assert_non_null(got);
+    uint64_t zc0 = stats_of(pool).bytes_zerocopy, cp0 = stats_of(pool).bytes_copied;
+    assert_int_equal(zc_send(pool, c, obj, len, 0), (ssize_t)len);
+    if (dgram)
+        assert_int_equal(recv(s, got, len + 1, 0), (ssize_t)len);
+    else
+        assert_int_equal(recv_exact(s, got, len, 5000), len);
+    assert_int_equal(pattern_check(got, len, 11, 0), (size_t)-1);
+    free(got);
+    struct zc_stats st = stats_of(pool);
+    assert_int_equal(st.bytes_zerocopy - zc0 + st.bytes_copied - cp0, len);
+    drain(pool);
+    return st.bytes_zerocopy - zc0;
+}
+
+/* Each backend has a measured threshold for stream and for datagram
+ * sockets: a part just below the socket's own is copied, one at it is not
+ * (the first sends on a socket: loopback's copy switch has not turned yet).
+ * Where the two differ, a descriptor reused for the other kind is asked
+ * again within 64 sends. */
+static void thresholds_follow_the_kind_of_socket(void **state)
+{
+    (void)state;
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        zc_pool *pool = test_pool(zc_backends[b], 0, 0);
+        size_t ts = pool->ops->copy_threshold_stream, td = pool->ops->copy_threshold_dgram;
+        printf("%s: copy threshold %zu B on stream sockets, %zu B on datagram sockets\n",
+               zc_backends[b], ts, td);
+        assert_true(ts > 1 && td > 1 && ts < 60000 && td < 60000);
+        char *obj = sealed_object(pool, 64u << 10, 11);
+        int c, s, u, r;
+        tcp_pair(&c, &s);
+        udp_pair(&u, &r);
+        assert_int_equal(one_send(pool, c, s, obj, ts - 1, false), 0);
+        assert_int_equal(one_send(pool, c, s, obj, ts, false), ts);
+        assert_int_equal(one_send(pool, u, r, obj, td - 1, true), 0);
+        assert_int_equal(one_send(pool, u, r, obj, td, true), td);
+
+        if (ts != td) {
+            /* the UDP descriptor's number, reused for a TCP socket */
+            size_t between = (ts < td ? ts : td) + 1;
+            assert_int_equal(one_send(pool, u, r, obj, between, true), td < ts ? between : 0);
+            assert_int_equal(pool->sock_types[u] & 1, 1); /* remembered: datagram */
+            close(r);
+            assert_int_equal(dup3(c, u, O_CLOEXEC), u);
+            close(c);
+            c = u;
+            for (int i = 0; i < 64; i++)
+                one_send(pool, c, s, obj, between, false);
+            assert_int_equal(pool->sock_types[c] & 1, 0); /* asked again: stream */
+        } else {
+            close(u);
+            close(r);
+        }
+        close(c);
+        close(s);
+        assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
 /* ---- the sending thread writes its own object while it is in flight ---- */
 
 struct self_writer {
@@ -474,13 +544,15 @@ static void enobufs_falls_back_to_copy(void **state)
     zc_pool *pool = test_pool("msgzc", 0, 0);
     int tx, rx;
     udp_pair(&tx, &rx);
-    char *obj = sealed_object(pool, 40000, 3);
+    const size_t len = 60000; /* a datagram the backend sends without a copy */
+    assert_true(len >= pool->send_min_dgram);
+    char *obj = sealed_object(pool, len, 3);
     char *got = malloc(65536);
     int ok = 0;
     for (int i = 0; i < 50; i++) {
-        ssize_t r = zc_send(pool, tx, obj, 40000, 0);
-        if (r == 40000 && recv(rx, got, 65536, 0) == 40000 &&
-            pattern_check(got, 40000, 3, 0) == (size_t)-1)
+        ssize_t r = zc_send(pool, tx, obj, len, 0);
+        if (r == (ssize_t)len && recv(rx, got, 65536, 0) == (ssize_t)len &&
+            pattern_check(got, len, 3, 0) == (size_t)-1)
             ok++;
     }
     write_sysctl(path, old);
@@ -704,6 +776,7 @@ int main(int argc, char **argv)
     home_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(loopback_is_detected_and_copied),
+        cmocka_unit_test(thresholds_follow_the_kind_of_socket),
         cmocka_unit_test(sender_writes_its_own_object_in_flight),
         cmocka_unit_test_teardown(veth_xdp_sends_are_not_copied, veth_teardown),
         cmocka_unit_test_teardown(veth_xdp_back_to_back_sends_stay_zero_copy, veth_teardown),

@@ -50,6 +50,12 @@ struct zc_clone_buffers {
  * sender CPU per message against send(2), paired medians (2026-12-05,
  * every byte zero-copy): 16 KiB 1.02-1.21x in four runs, 32 KiB 0.67-0.93x. */
 #define ZC_IOU_THRESHOLD ((size_t)32 << 10)
+/* The same for a UDP datagram, on the veth at MTU 65535 (at MTU 1500 a
+ * datagram over 1472 B is fragmented and the kernel copies it, which the
+ * socket's copy switch catches; below that zero-copy costs 1.2-1.35x):
+ * 16 KiB 1.10x, 24 KiB 1.00x, 32 KiB 0.94-0.96x, 48 KiB 0.84x (2026-12-06,
+ * 30 paired runs, docs/performance.md). */
+#define ZC_IOU_THRESHOLD_DGRAM ((size_t)32 << 10)
 #define ZC_IOU_JUDGE_MIN ((size_t)16 << 10) /* smaller sends do not judge a socket */
 /* A part of a datagram of several parts goes by SENDMSG_ZC, which pins its
  * pages on every send (no fixed buffers); below this it costs more than the
@@ -613,13 +619,6 @@ static int iou_poll(struct zc_pool *pool, int timeout_ms)
     }
 }
 
-static size_t iou_threshold(struct zc_pool *pool, int fd)
-{
-    (void)pool;
-    (void)fd;
-    return ZC_IOU_THRESHOLD;
-}
-
 /* ---- sending ---- */
 
 /* The socket's file status flags (fcntl F_GETFL), remembering whether it
@@ -1174,7 +1173,8 @@ const struct zc_backend_ops zc_backend_iouring = {
     .init = iou_init,
     .fini = iou_fini,
     .arena_grow = iou_arena_grow,
-    .copy_threshold = iou_threshold,
+    .copy_threshold_stream = ZC_IOU_THRESHOLD,
+    .copy_threshold_dgram = ZC_IOU_THRESHOLD_DGRAM,
     .sendmsg = iou_sendmsg,
     .poll = iou_poll,
 };

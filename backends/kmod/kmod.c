@@ -36,7 +36,16 @@
 #define KMOD_NEED_FEATURES                                                     \
     (ZCOPY_FEAT_ARENA | ZCOPY_FEAT_SEAL | ZCOPY_FEAT_SEND | ZCOPY_FEAT_STATUS | \
      ZCOPY_FEAT_SEND_ADDR | ZCOPY_FEAT_DONE_RING)
-/* Default copy threshold, see copy_threshold() below. */
+/* Default copy threshold, for stream and datagram sockets alike.
+ * Not measured for kmod (the build host cannot load modules and timings
+ * under qemu TCG mean nothing). The nearest measured mechanism is io_uring
+ * SEND_ZC on registered buffers (no pinning per send, like the module's own
+ * pages): it beats copying from about 1 KiB over UDP and 16 KiB over TCP
+ * (ARCHITECTURE.md). One page sits between the two and needs no syscall to
+ * learn the socket type on every send; below a page, a part still costs a
+ * page reference, an skb frag and completion tracking. ZC_COPY_THRESHOLD
+ * or zc_pool_config.copy_threshold override it.
+ */
 #define KMOD_COPY_THRESHOLD 4096
 
 /* A send that holds arena pages by reference, with the library's pins. */
@@ -240,23 +249,6 @@ static int kmod_protect(struct zc_pool *pool, void *addr, size_t len, bool on)
     if (ioctl(ks->fd, on ? ZCOPY_IOC_SEAL : ZCOPY_IOC_UNSEAL, &r))
         return -errno;
     return 0;
-}
-
-/*
- * Not measured for kmod (the build host cannot load modules and timings
- * under qemu TCG mean nothing). The nearest measured mechanism is io_uring
- * SEND_ZC on registered buffers (no pinning per send, like the module's own
- * pages): it beats copying from about 1 KiB over UDP and 16 KiB over TCP
- * (ARCHITECTURE.md). One page sits between the two and needs no syscall to
- * learn the socket type on every send; below a page, a part still costs a
- * page reference, an skb frag and completion tracking. ZC_COPY_THRESHOLD
- * or zc_pool_config.copy_threshold override it.
- */
-static size_t kmod_copy_threshold(struct zc_pool *pool, int fd)
-{
-    (void)pool;
-    (void)fd;
-    return KMOD_COPY_THRESHOLD;
 }
 
 /* Writes to sealed pages the module caught (copy-on-write or unseal) are
@@ -491,7 +483,8 @@ const struct zc_backend_ops zc_backend_kmod = {
     .arena_map = kmod_arena_map,
     .arena_unmap = kmod_arena_unmap,
     .protect = kmod_protect,
-    .copy_threshold = kmod_copy_threshold,
+    .copy_threshold_stream = KMOD_COPY_THRESHOLD,
+    .copy_threshold_dgram = KMOD_COPY_THRESHOLD,
     .sendmsg = kmod_sendmsg,
     .poll = kmod_poll,
 };

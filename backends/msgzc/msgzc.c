@@ -42,7 +42,13 @@
 #define SO_EE_CODE_ZEROCOPY_COPIED 1
 #endif
 
+/* Parts below these are copied: over TCP, MSG_ZEROCOPY costs more than a
+ * copy below about 16 KiB (bench/zcbench/RESULTS-raw.md); over UDP on the
+ * veth at MTU 65535 this backend cost 1.13x send(2) at 32 KiB, 1.05x at
+ * 40 KiB, 0.99x at 48 KiB and 0.91x at 60 KiB (2026-12-06, 30 paired runs,
+ * docs/performance.md). */
 #define MZ_THRESHOLD ((size_t)16 << 10)
+#define MZ_THRESHOLD_DGRAM ((size_t)48 << 10)
 #define MZ_COPY_STREAK 64
 
 struct mz_req {
@@ -417,20 +423,14 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     return r;
 }
 
-static size_t mz_threshold(struct zc_pool *pool, int fd)
-{
-    (void)pool;
-    (void)fd;
-    return MZ_THRESHOLD;
-}
-
 const struct zc_backend_ops zc_backend_msgzc = {
     .name = "msgzc",
     .caps = ZC_BE_ZEROCOPY | ZC_BE_NEEDS_PROTECT | ZC_BE_PLAIN_COPY,
     .probe = mz_probe,
     .init = mz_init,
     .fini = mz_fini,
-    .copy_threshold = mz_threshold,
+    .copy_threshold_stream = MZ_THRESHOLD,
+    .copy_threshold_dgram = MZ_THRESHOLD_DGRAM,
     .sendmsg = mz_sendmsg,
     .poll = mz_poll,
 };

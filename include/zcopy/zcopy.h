@@ -93,9 +93,10 @@ struct zc_pool_config {
      *  comma-separated list tried in order. NULL means @c ZC_BACKEND, then
      *  "auto". */
     const char *backend;
-    /** Smallest part of a message sent without copying, in bytes; smaller
-     *  parts are copied. 0 means @c ZC_COPY_THRESHOLD, then the backend's
-     *  measured default. */
+    /** Smallest part of a message sent without copying, in bytes, on any
+     *  socket; smaller parts are copied. 0 means @c ZC_COPY_THRESHOLD, then
+     *  the backend's measured defaults for stream (TCP) and datagram (UDP)
+     *  sockets. */
     size_t copy_threshold;
 };
 
