@@ -205,11 +205,6 @@ ZC_API int zc_pool_create(zc_pool **out, const struct zc_pool_config *config)
     rc = zc__heaps_init(pool);
     if (rc)
         goto fail_locks;
-    pool->sock_types = calloc(ZC_SOCK_TYPES, sizeof(*pool->sock_types));
-    if (!pool->sock_types) {
-        rc = -ENOMEM;
-        goto fail_heaps;
-    }
     rc = zc__backend_select(pool, pool->cfg.backend);
     if (rc)
         goto fail_heaps;
@@ -226,7 +221,6 @@ fail_locks:
         pthread_mutex_destroy(&pool->classes[c].lock);
     pthread_mutex_destroy(&pool->span_lock);
 fail:
-    free(pool->sock_types);
     free(pool);
     errno = -rc;
     return rc;

@@ -175,15 +175,33 @@ static bool ask_dgram(int fd)
     return dgram;
 }
 
+/* The table of remembered kinds, made on first need; NULL if out of memory
+ * (then every such send asks). */
+static _Atomic uint8_t *sock_types(struct zc_pool *pool)
+{
+    _Atomic uint8_t *t = atomic_load_explicit(&pool->sock_types, memory_order_acquire);
+    if (t)
+        return t;
+    _Atomic uint8_t *fresh = calloc(ZC_SOCK_TYPES, sizeof(*fresh));
+    if (!fresh)
+        return NULL;
+    if (!atomic_compare_exchange_strong(&pool->sock_types, &t, fresh)) {
+        free(fresh); /* another thread made it first */
+        return t;
+    }
+    return fresh;
+}
+
 /* Whether @fd is a datagram socket. Remembered per descriptor and asked
  * again every ZC_SOCK_TYPE_USES uses, since a number closed and reused may
  * name another kind of socket (a stale answer only picks the other
  * threshold). Entry: (uses left << 1) | dgram, 0 if not known. */
 static bool sock_dgram(struct zc_pool *pool, int fd)
 {
-    if (fd < 0 || fd >= ZC_SOCK_TYPES)
+    _Atomic uint8_t *t = fd >= 0 && fd < ZC_SOCK_TYPES ? sock_types(pool) : NULL;
+    if (!t)
         return ask_dgram(fd);
-    _Atomic uint8_t *e = &pool->sock_types[fd];
+    _Atomic uint8_t *e = &t[fd];
     uint8_t v = atomic_load_explicit(e, memory_order_relaxed);
     if (v >> 1) {
         atomic_store_explicit(e, (uint8_t)(v - 2), memory_order_relaxed);

@@ -193,9 +193,9 @@ struct zc_pool {
     void *backend;          /* backend's private state */
     /* Copy thresholds in force (send.c): below send_min a part is copied
      * on any socket; between it and the threshold of the socket's kind,
-     * sock_types says which kind a descriptor is (NULL: one threshold). */
+     * sock_types says which kind a descriptor is (made on first need). */
     size_t send_min, send_min_stream, send_min_dgram;
-    _Atomic uint8_t *sock_types;
+    _Atomic(_Atomic uint8_t *) sock_types;
     _Alignas(64) struct zc_stats_atomic st;
 };
 
