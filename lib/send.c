@@ -234,8 +234,8 @@ ZC_API ssize_t zc_sendmsg(zc_pool *pool, int fd, const struct msghdr *msg, int f
         return -1;
     }
     bool zerocopy = pool->ops->caps & ZC_BE_ZEROCOPY;
-    size_t longest = 0;
-    for (size_t i = 0; zerocopy && i < n; i++)
+    size_t longest = 0; /* only asked for when the two kinds' thresholds differ */
+    for (size_t i = 0; zerocopy && pool->send_min_stream != pool->send_min_dgram && i < n; i++)
         if (msg->msg_iov[i].iov_len > longest)
             longest = msg->msg_iov[i].iov_len;
     size_t threshold = zerocopy ? send_threshold(pool, fd, longest) : 0;
