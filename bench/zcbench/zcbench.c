@@ -15,7 +15,8 @@
  * COOP_TASKRUN|SINGLE_ISSUER, as the library makes its rings: what the ring
  * flags alone cost), uring_zc_fixed_nobound (uring_zc_fixed without the -I
  * bound, at most 2048 in flight, as zc_send has no bound), sendmsg (sendmsg(2)
- * with one iovec, what a copying zc_send ends in).  -R selects the raw peers only (what rawbench used to run).
+ * with one iovec, what a copying zc_send ends in).  -R selects the raw peers
+ * only (what rawbench used to run).
  *
  * zc_send methods: one pool per method; per size one object allocated, filled
  * and sealed once at start (an object that shares a pageblock: the rest of
@@ -545,7 +546,7 @@ struct meas {
 	uint64_t compl;  /* zc_send: completions reaped */
 	double sirq0_us; /* CPU 0 softirq per message (tick resolution) */
 	double cpu1_us;  /* CPU 1 busy per message (tick resolution) */
-	double cpu0_us;  /* CPU 0 busy per message: sender + softirq + all else on CPU 0 (ns) */
+	double cpu0_us;  /* CPU 0 busy per message: sender + softirq + all else on CPU 0 (us) */
 	double csw;      /* sender context switches (voluntary + not) per message */
 	unsigned long long retries, fallbacks;
 	unsigned long long bound_waits; /* raw peers: waits at the in-flight bound (-I) */
