@@ -167,11 +167,12 @@ ZC_HIDDEN void zc__inflight_put(struct zc_pool *pool, struct zc_pageblock *pb,
 ZC_HIDDEN void zc__parts_release(struct zc_pool *pool, struct zc_part *parts,
                                  size_t nparts);
 /* For backends: send by copy (dropping the parts' references), and count
- * what a send that went handed over with and without a copy. */
+ * what a send that went handed over with and without a copy (@unregistered:
+ * the kernel looked its zero-copy parts' pages up for this send). */
 ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msghdr *msg,
                                   struct zc_part *parts, size_t nparts, int flags);
 ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
-                                size_t nparts, size_t sent);
+                                size_t nparts, size_t sent, bool unregistered);
 /* sendmsg(2) of @msg from byte @skip on, by a copy (a blocking socket of a
  * zero-copy pool gets the rest even when woken by the pool's completions). */
 ZC_HIDDEN ssize_t zc__send_copied_from(struct zc_pool *pool, int fd, const struct msghdr *msg,

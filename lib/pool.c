@@ -320,6 +320,7 @@ ZC_API int zc_stats(const zc_pool *pool, struct zc_stats *s)
     s->bytes_zerocopy = atomic_load(&a->bytes_zerocopy);
     s->bytes_copied = atomic_load(&a->bytes_copied);
     s->zerocopy_parts = atomic_load(&a->zerocopy_parts);
+    s->zerocopy_parts_unregistered = atomic_load(&a->zerocopy_parts_unregistered);
     s->completions = atomic_load(&a->completions);
     s->completions_copied = atomic_load(&a->completions_copied);
     s->in_flight = atomic_load(&a->in_flight);

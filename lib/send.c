@@ -137,7 +137,7 @@ ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msghdr *msg,
 }
 
 void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts, size_t nparts,
-                      size_t sent)
+                      size_t sent, bool unregistered)
 {
     uint64_t zbytes = 0, zparts = 0, left = sent;
     for (size_t i = 0; i < nparts && left; i++) {
@@ -151,6 +151,8 @@ void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts, size_t 
     ZC_STAT_ADD(pool, bytes_zerocopy, zbytes);
     ZC_STAT_ADD(pool, bytes_copied, (uint64_t)sent - zbytes);
     ZC_STAT_ADD(pool, zerocopy_parts, zparts);
+    if (unregistered)
+        ZC_STAT_ADD(pool, zerocopy_parts_unregistered, zparts);
 }
 
 void zc__send_init(struct zc_pool *pool)

@@ -126,6 +126,7 @@ struct zc_heap {
 
 struct zc_stats_atomic {
     _Atomic uint64_t sends, bytes_zerocopy, bytes_copied, zerocopy_parts;
+    _Atomic uint64_t zerocopy_parts_unregistered;
     _Atomic uint64_t completions, completions_copied, in_flight;
     _Atomic uint64_t protect_faults, protect_waits, protects, unprotects;
     _Atomic uint64_t fallbacks;

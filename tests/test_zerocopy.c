@@ -41,6 +41,14 @@ static bool available(const char *name)
     return true;
 }
 
+static bool kernel_at_least(unsigned want_major, unsigned want_minor)
+{
+    struct utsname u;
+    unsigned major = 0, minor = 0;
+    return uname(&u) == 0 && sscanf(u.release, "%u.%u", &major, &minor) == 2 &&
+           (major > want_major || (major == want_major && minor >= want_minor));
+}
+
 static struct zc_stats stats_of(zc_pool *pool)
 {
     struct zc_stats st;
@@ -173,6 +181,92 @@ static void thresholds_follow_the_kind_of_socket(void **state)
         close(c);
         close(s);
         assert_int_equal(zc_free(pool, obj), 0);
+        assert_int_equal(zc_pool_destroy(pool), 0);
+    }
+}
+
+/* One datagram of @n parts over @u -> @r, every byte checked; returns the
+ * parts the kernel looked up for it (not from registered buffers). */
+static uint64_t datagram_of_parts(zc_pool *pool, int u, int r, struct iovec *iov, size_t n,
+                                  const uint64_t *seeds)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    struct zc_stats before = stats_of(pool);
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = n };
+    assert_int_equal(zc_sendmsg(pool, u, &m, 0), (ssize_t)total);
+    char *got = malloc(total + 1);
+    assert_non_null(got);
+    assert_int_equal(recv(r, got, total + 1, 0), (ssize_t)total);
+    for (size_t i = 0, off = 0; i < n; off += iov[i++].iov_len)
+        assert_int_equal(pattern_check(got + off, iov[i].iov_len, seeds[i], 0), (size_t)-1);
+    free(got);
+    drain(pool);
+    struct zc_stats st = stats_of(pool);
+    size_t pool_parts = 0;
+    for (size_t i = 0; i < n; i++)
+        pool_parts += zc_owns(pool, iov[i].iov_base);
+    /* every part of the pool went zero-copy (the threshold is 1 B) */
+    assert_int_equal(st.zerocopy_parts - before.zerocopy_parts, pool_parts);
+    assert_int_equal(st.bytes_zerocopy + st.bytes_copied - before.bytes_zerocopy -
+                         before.bytes_copied, total);
+    return st.zerocopy_parts_unregistered - before.zerocopy_parts_unregistered;
+}
+
+/* Which sends the kernel serves from registered buffers, as the stats
+ * count them: with io_uring, one part always (where a ring can share the
+ * table: 6.12+), and a datagram of several parts where the kernel takes a
+ * vectored send from a fixed buffer (6.15+) and every part lies in it; a
+ * part copied (from the caller's memory) makes the kernel look the others
+ * up. MSG_ZEROCOPY looks every part up. */
+static void several_parts_go_from_the_fixed_buffers(void **state)
+{
+    (void)state;
+    bool fixed_one = kernel_at_least(6, 12), fixed_vec = kernel_at_least(6, 15);
+    for (size_t b = 0; b < NBACKENDS; b++) {
+        if (!available(zc_backends[b]))
+            continue;
+        bool iouring = strcmp(zc_backends[b], "iouring") == 0;
+        struct zc_pool_config cfg;
+        zc_pool_config_init(&cfg);
+        cfg.backend = zc_backends[b];
+        cfg.flags = ZC_POOL_IGNORE_ENV;
+        cfg.arena_capacity = (size_t)64 << 20;
+        cfg.copy_threshold = 1; /* no floor for parts of a message either */
+        zc_pool *pool = NULL;
+        assert_int_equal(zc_pool_create(&pool, &cfg), 0);
+        /* objects of 16000 B share pageblocks: eight sealed fill the first
+         * ones of a new arena, which are then protected, in the same
+         * registered segment (of at least 2 MiB) */
+        const uint64_t seeds[3] = { 21, 22, 23 };
+        char *objs[8];
+        for (int i = 0; i < 8; i++)
+            objs[i] = sealed_object(pool, 16000, i < 2 ? seeds[1 + i] : 30u + (unsigned)i);
+        char *a = objs[0], *c = objs[1];
+        assert_true(stats_of(pool).pageblocks_protected >= 1);
+        char head[100];
+        pattern_fill(head, sizeof(head), seeds[0], 0);
+        int u, r;
+        udp_pair(&u, &r);
+        struct iovec one[1] = { { a, 16000 } };
+        struct iovec two[2] = { { a, 16000 }, { c, 16000 } };
+        struct iovec three[3] = { { head, sizeof(head) }, { a, 16000 }, { c, 16000 } };
+        uint64_t un1 = datagram_of_parts(pool, u, r, one, 1, seeds + 1);
+        uint64_t un2 = datagram_of_parts(pool, u, r, two, 2, seeds + 1);
+        uint64_t un3 = datagram_of_parts(pool, u, r, three, 3, seeds);
+        printf("%s: parts looked up by the kernel: one part %llu of 1, two parts %llu of 2, "
+               "a copied header and two parts %llu of 2 (kernel: table shared %s, vectored "
+               "fixed sends %s)\n",
+               zc_backends[b], (unsigned long long)un1, (unsigned long long)un2,
+               (unsigned long long)un3, fixed_one ? "yes" : "no", fixed_vec ? "yes" : "no");
+        assert_int_equal(un1, iouring && fixed_one ? 0 : 1);
+        assert_int_equal(un2, iouring && fixed_one && fixed_vec ? 0 : 2);
+        assert_int_equal(un3, 2);
+        close(u);
+        close(r);
+        for (int i = 0; i < 8; i++)
+            assert_int_equal(zc_free(pool, objs[i]), 0);
         assert_int_equal(zc_pool_destroy(pool), 0);
     }
 }
@@ -625,10 +719,7 @@ static int memlock_child(void)
      * the arena, and that is what RLIMIT_MEMLOCK refuses here; older ones
      * never register (unregistered sends from the start), so there is no
      * refusal to see, only correct bytes. */
-    struct utsname u;
-    unsigned major = 0, minor = 0;
-    bool registers = uname(&u) == 0 && sscanf(u.release, "%u.%u", &major, &minor) == 2 &&
-                     (major > 6 || (major == 6 && minor >= 12));
+    bool registers = kernel_at_least(6, 12);
     if ((registers && st.fallbacks < 1) || st.in_flight != 0)
         return 8;
     return zc_pool_destroy(pool) == 0 ? 0 : 9;
@@ -777,6 +868,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(loopback_is_detected_and_copied),
         cmocka_unit_test(thresholds_follow_the_kind_of_socket),
+        cmocka_unit_test(several_parts_go_from_the_fixed_buffers),
         cmocka_unit_test(sender_writes_its_own_object_in_flight),
         cmocka_unit_test_teardown(veth_xdp_sends_are_not_copied, veth_teardown),
         cmocka_unit_test_teardown(veth_xdp_back_to_back_sends_stay_zero_copy, veth_teardown),

@@ -8,8 +8,10 @@
  * the pinning never trips the write protection), and each thread's ring
  * clones that table (IORING_REGISTER_CLONE_BUFFERS, kernel 6.12+). Where
  * cloning or registering is refused (old kernel, RLIMIT_MEMLOCK), sends use
- * unregistered SEND_ZC, which pins per send: visible in ZC_LOG and
- * zcopy-probe.
+ * unregistered SEND_ZC, which pins per send: visible in ZC_LOG, zcopy-probe
+ * and the stats (zerocopy_parts_unregistered). A message of several parts
+ * goes from a fixed buffer too where the kernel takes a vectored one (6.15+)
+ * and every part lies in the same registered segment.
  *
  * Completions: the result CQE is waited for; the notification CQE, which
  * says the kernel let go of the pages, is reaped later by any thread
@@ -58,7 +60,8 @@ struct zc_clone_buffers {
 #define ZC_IOU_THRESHOLD_DGRAM ((size_t)32 << 10)
 #define ZC_IOU_JUDGE_MIN ((size_t)16 << 10) /* smaller sends do not judge a socket */
 /* A part of a datagram of several parts goes by SENDMSG_ZC, which pins its
- * pages on every send (no fixed buffers); below this it costs more than the
+ * pages on every send unless the whole message lies in one fixed buffer
+ * (kernel 6.15+, every part zero-copy); below this it costs more than the
  * copy. Measured with memcached's replies (bench/memcached, TCP, veth+XDP):
  * server CPU per GET 0.91x stock's speed at 64 KiB, 1.18x at 128 KiB. */
 #define ZC_IOU_VEC_THRESHOLD ((size_t)128 << 10)
@@ -135,6 +138,26 @@ static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static int probe_rc;
 static char probe_why[200];
 static bool have_report_usage;
+static bool have_vec_fixed; /* SENDMSG_ZC from a fixed buffer (6.15+) */
+
+/* Submit what is queued and return the result of the request tagged @tag,
+ * passing over other CQEs (the notifications of earlier probes). */
+static int probe_result(struct io_uring *ring, uint64_t tag)
+{
+    if (io_uring_submit(ring) < 1)
+        return -EIO;
+    for (int i = 0; i < 8; i++) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe(ring, &cqe) < 0)
+            return -EIO;
+        bool mine = cqe->user_data == tag && !(cqe->flags & IORING_CQE_F_NOTIF);
+        int res = cqe->res;
+        io_uring_cqe_seen(ring, cqe);
+        if (mine)
+            return res;
+    }
+    return -EIO;
+}
 
 static void probe_run(void)
 {
@@ -172,11 +195,21 @@ static void probe_run(void)
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_send_zc(sqe, -1, NULL, 0, 0, 0);
         sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
-        struct io_uring_cqe *cqe;
-        if (io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0) {
-            have_report_usage = cqe->res != -EINVAL;
-            io_uring_cqe_seen(&ring, cqe);
-        }
+        io_uring_sqe_set_data64(sqe, 1);
+        int res = probe_result(&ring, 1);
+        have_report_usage = res != -EINVAL && res != -EIO;
+        /* SENDMSG_ZC with IORING_RECVSEND_FIXED_BUF: before 6.15 its prep
+         * refuses the flag (EINVAL, or EFAULT with no buffers registered);
+         * from 6.15 the request gets as far as the fd, EBADF for -1. */
+        static char one_byte;
+        struct iovec v = { &one_byte, 1 };
+        struct msghdr mh = { .msg_iov = &v, .msg_iovlen = 1 };
+        sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_sendmsg_zc(sqe, -1, &mh, 0);
+        sqe->ioprio |= IORING_RECVSEND_FIXED_BUF;
+        sqe->buf_index = 0;
+        io_uring_sqe_set_data64(sqe, 2);
+        have_vec_fixed = probe_result(&ring, 2) == -EBADF;
         snprintf(probe_why, sizeof(probe_why), "ok");
     }
     io_uring_queue_exit(&ring);
@@ -521,9 +554,9 @@ static int iou_init(struct zc_pool *pool, char *why, size_t why_len)
     }
     /* registered pages are pinned: giving them back would break the table */
     pool->keep_committed = st->fixed;
-    ZC_LOG("io_uring: %s, segments of %zu KiB, REPORT_USAGE %s",
+    ZC_LOG("io_uring: %s, segments of %zu KiB, REPORT_USAGE %s, SENDMSG_ZC from fixed buffers %s",
            st->fixed ? "fixed buffers" : "unregistered buffers", st->seg_size >> 10,
-           have_report_usage ? "yes" : "no");
+           have_report_usage ? "yes" : "no", have_vec_fixed ? "yes" : "no (kernel before 6.15)");
     return 0;
 }
 
@@ -637,30 +670,80 @@ struct iou_msg {
     const struct msghdr *msg; /* iovecs point at pool data or the bounce buffer */
     size_t total;
     bool single;
+    long seg; /* several parts: the fixed buffer that holds them all, or -1 */
+    bool unregistered; /* out: the kernel looks the pages up */
 };
 
+/* The registered segment that holds [base, base + len) of the arena, or -1. */
+static long registered_segment(const struct zc_pool *pool, const void *base, size_t len)
+{
+    const struct iou_pool *st = pool->backend;
+    if (!st->fixed)
+        return -1;
+    size_t off = (size_t)((const uint8_t *)base - pool->arena);
+    size_t seg = off / st->seg_size;
+    if (seg != (off + len - 1) / st->seg_size || !st->seg_registered[seg])
+        return -1;
+    return (long)seg;
+}
+
+/* The registered segment that holds every part of a message, if each part
+ * goes zero-copy (a copied part lives in a bounce buffer, which is not
+ * registered) and the kernel takes a vectored send from a fixed buffer,
+ * which must hold all of it; else -1. */
+static long message_segment(const struct zc_pool *pool, const struct zc_part *parts, size_t nparts)
+{
+    long seg = -1;
+    for (size_t i = 0; have_vec_fixed && i < nparts; i++) {
+        long s = parts[i].pb ? registered_segment(pool, parts[i].base, parts[i].len) : -1;
+        if (s < 0 || (i && s != seg))
+            return -1;
+        seg = s;
+    }
+    return have_vec_fixed ? seg : -1;
+}
+
+/* True if this ring can send from the fixed buffers now; ring lock held. */
+static bool ring_fixed(struct iou_pool *st, struct iou_ring *r)
+{
+    if (r->fixed && r->clone_gen != atomic_load(&st->reg_gen) && clone_into(st, r)) {
+        ZC_LOG("io_uring: re-cloning the fixed buffers failed: unregistered sends here");
+        r->fixed = false;
+    }
+    return r->fixed;
+}
+
 /* SEND_ZC of one part of the arena: from the fixed buffers where its
- * segment is registered and this ring has the table; ring lock held. */
-static void prep_send_zc(struct zc_pool *pool, struct iou_ring *r, struct io_uring_sqe *sqe,
+ * segment is registered and this ring has the table; ring lock held.
+ * Returns true if the kernel will look the pages up (not fixed). */
+static bool prep_send_zc(struct zc_pool *pool, struct iou_ring *r, struct io_uring_sqe *sqe,
                          int fd, const uint8_t *base, size_t len, int sflags)
 {
-    struct iou_pool *st = pool->backend;
-    size_t off = (size_t)(base - pool->arena);
-    size_t seg = off / st->seg_size;
-    bool fixed = false;
-    if (r->fixed && seg == (off + len - 1) / st->seg_size && st->seg_registered[seg]) {
-        if (r->clone_gen != atomic_load(&st->reg_gen) && clone_into(st, r)) {
-            ZC_LOG("io_uring: re-cloning the fixed buffers failed: unregistered sends here");
-            r->fixed = false;
-        }
-        fixed = r->fixed;
-    }
+    long seg = registered_segment(pool, base, len);
+    bool fixed = seg >= 0 && ring_fixed(pool->backend, r);
     if (fixed)
         io_uring_prep_send_zc_fixed(sqe, fd, base, len, sflags, 0, (unsigned)seg);
     else
         io_uring_prep_send_zc(sqe, fd, base, len, sflags, 0);
     if (have_report_usage)
         sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
+    return !fixed;
+}
+
+/* SENDMSG_ZC of a message: from fixed buffer @seg if not -1 and this ring
+ * has the table; ring lock held. Returns true if not fixed. */
+static bool prep_sendmsg_zc(struct zc_pool *pool, struct iou_ring *r, struct io_uring_sqe *sqe,
+                            int fd, const struct msghdr *m, long seg, int sflags)
+{
+    bool fixed = seg >= 0 && ring_fixed(pool->backend, r);
+    io_uring_prep_sendmsg_zc(sqe, fd, m, (unsigned)sflags);
+    if (fixed) {
+        sqe->ioprio |= IORING_RECVSEND_FIXED_BUF;
+        sqe->buf_index = (uint16_t)seg;
+    }
+    if (have_report_usage)
+        sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
+    return !fixed;
 }
 
 /* Submit one request and wait for its result; ring lock held. Returns the
@@ -676,8 +759,7 @@ static void prep_send_zc(struct zc_pool *pool, struct iou_ring *r, struct io_uri
  * request is cancelled, which reports what it sent (or EAGAIN), as send(2)
  * on a non-blocking socket would have. */
 static int submit_wait(struct zc_pool *pool, struct iou_ring *r, struct iou_req **reqp,
-                       const struct iou_msg *im, int fd, int sflags, bool ask_socket,
-                       bool *more)
+                       struct iou_msg *im, int fd, int sflags, bool ask_socket, bool *more)
 {
     struct iou_pool *st = pool->backend;
     struct iou_req *req = *reqp;
@@ -688,13 +770,11 @@ static int submit_wait(struct zc_pool *pool, struct iou_ring *r, struct iou_req 
             io_uring_submit(&r->ring);
             sqe = io_uring_get_sqe(&r->ring);
         }
-        if (im->single) {
-            prep_send_zc(pool, r, sqe, fd, m->msg_iov[0].iov_base, im->total, sflags);
-        } else {
-            io_uring_prep_sendmsg_zc(sqe, fd, m, (unsigned)sflags);
-            if (have_report_usage)
-                sqe->ioprio |= ZC_SEND_ZC_REPORT_USAGE;
-        }
+        if (im->single)
+            im->unregistered = prep_send_zc(pool, r, sqe, fd, m->msg_iov[0].iov_base,
+                                            im->total, sflags);
+        else
+            im->unregistered = prep_sendmsg_zc(pool, r, sqe, fd, m, im->seg, sflags);
         io_uring_sqe_set_data(sqe, req);
         bool got = false, cancelled = false;
         int res = 0;
@@ -764,6 +844,7 @@ struct chain_req {
     struct iou_req *req; /* zero-copy: the request (the ring may own it) */
     int res;
     bool got;
+    bool unregistered; /* zero-copy, not from the fixed buffers */
 };
 
 /* True if a chain can send @parts: a stream socket, few parts and
@@ -862,7 +943,7 @@ static bool chain_run(struct zc_pool *pool, struct iou_ring *r, int fd, int sfla
         int f = sflags | (last ? 0 : MSG_MORE | MSG_WAITALL);
         struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
         if (c->req) {
-            prep_send_zc(pool, r, sqe, fd, iov[c->first].iov_base, c->len, f);
+            c->unregistered = prep_send_zc(pool, r, sqe, fd, iov[c->first].iov_base, c->len, f);
             io_uring_sqe_set_data(sqe, c->req);
         } else {
             if (c->count == 1) {
@@ -959,6 +1040,8 @@ static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
                 if (cr[k].req) {
                     ZC_STAT_ADD(pool, bytes_zerocopy, (uint64_t)sent);
                     ZC_STAT_ADD(pool, zerocopy_parts, sent > 0);
+                    if (cr[k].unregistered)
+                        ZC_STAT_ADD(pool, zerocopy_parts_unregistered, sent > 0);
                 } else {
                     ZC_STAT_ADD(pool, bytes_copied, (uint64_t)sent);
                 }
@@ -1022,8 +1105,11 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
         }
     }
     bool chain = !single && chain_fits(fd, msg, parts, nparts);
+    /* SENDMSG_ZC from a fixed buffer pins nothing, so the floor for the
+     * pinning kind does not apply to it */
+    long seg = single || chain ? -1 : message_segment(pool, parts, nparts);
     for (size_t i = 0; i < nparts; i++) {
-        if (parts[i].pb && !single && !chain && !pool->copy_threshold &&
+        if (parts[i].pb && !single && !chain && seg < 0 && !pool->copy_threshold &&
             parts[i].len < ZC_IOU_VEC_THRESHOLD) {
             zc__inflight_drop(pool, parts[i].pb); /* cheaper copied */
             parts[i].pb = NULL;
@@ -1067,7 +1153,7 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
     struct iovec stack_iov[16];
     struct iovec *iov = stack_iov;
     struct msghdr m = *msg;
-    struct iou_msg im = { .msg = msg, .total = total, .single = single };
+    struct iou_msg im = { .msg = msg, .total = total, .single = single, .seg = seg };
     if (!im.single) {
         /* Copied parts go from a bounce buffer the requests own: the
          * kernel may reference every part until the notification. */
@@ -1115,7 +1201,7 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
     if (iov != stack_iov)
         free(iov);
     if (sent > 0) {
-        zc__account_sent(pool, parts, nparts, (size_t)sent);
+        zc__account_sent(pool, parts, nparts, (size_t)sent, im.unregistered);
         return sent;
     }
     if (res == -ENOBUFS || res == -EOPNOTSUPP || res == -EMSGSIZE) {

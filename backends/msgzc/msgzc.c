@@ -419,7 +419,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
         }
     }
     pthread_mutex_unlock(&s->lock);
-    zc__account_sent(pool, parts, nparts, (size_t)r);
+    zc__account_sent(pool, parts, nparts, (size_t)r, true);
     return r;
 }
 

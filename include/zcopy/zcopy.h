@@ -127,7 +127,11 @@ struct zc_stats {
     uint64_t large_objects;      /**< Live objects in their own page runs. */
     uint64_t large_protected;    /**< Of those, write-protected now. */
     uint64_t bytes_committed;    /**< Arena bytes in use by pageblocks and large objects. */
-    uint64_t reserved[13];       /**< Zero; room for growth. */
+    uint64_t zerocopy_parts_unregistered; /**< Of zerocopy_parts, those whose pages the kernel
+                                      looked up and referenced for that send, not taken from
+                                      registered buffers (msgzc: all; iouring: where its fixed
+                                      buffers could not serve the send). */
+    uint64_t reserved[12];       /**< Zero; room for growth. */
 };
 
 /**
