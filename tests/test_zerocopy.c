@@ -708,9 +708,11 @@ static int memlock_child(void)
     }
     struct zc_stats st;
     zc_stats(pool, &st);
-    printf("iouring without memlock: fallbacks %llu, zero-copy %llu B, in flight %llu\n",
+    printf("iouring without memlock: fallbacks %llu, zero-copy %llu B in %llu parts, of them "
+           "%llu looked up by the kernel (not registered), in flight %llu\n",
            (unsigned long long)st.fallbacks, (unsigned long long)st.bytes_zerocopy,
-           (unsigned long long)st.in_flight);
+           (unsigned long long)st.zerocopy_parts,
+           (unsigned long long)st.zerocopy_parts_unregistered, (unsigned long long)st.in_flight);
     free(got);
     close(sv[0]);
     close(sv[1]);
@@ -722,6 +724,9 @@ static int memlock_child(void)
     bool registers = kernel_at_least(6, 12);
     if ((registers && st.fallbacks < 1) || st.in_flight != 0)
         return 8;
+    /* the stats say every zero-copy send went unregistered */
+    if (st.zerocopy_parts_unregistered != st.zerocopy_parts)
+        return 10;
     return zc_pool_destroy(pool) == 0 ? 0 : 9;
 }
 

@@ -565,7 +565,23 @@ static int connect_sock(int tcp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(tcp ? TCP_PORT : UDP_PORT)};
 	inet_pton(AF_INET, C.addr, &sa.sin_addr);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (rc && errno == EINTR && tcp) {
+		/* a signal cut the wait short; the connection goes on: wait for
+		 * it (bounded) and take its outcome */
+		struct pollfd pf = {.fd = fd, .events = POLLOUT};
+		int err = ETIMEDOUT;
+		socklen_t len = sizeof(err);
+		for (int i = 0; i < 100; i++) {
+			int n = poll(&pf, 1, 50);
+			if (n > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0)
+				break;
+			err = ETIMEDOUT;
+		}
+		rc = err ? -1 : 0;
+		errno = err;
+	}
+	if (rc) {
 		int e = errno;
 		close(fd);
 		errno = e;
