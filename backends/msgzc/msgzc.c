@@ -66,6 +66,8 @@ struct mz_sock {
     int dupfd;             /* held while requests are due */
     uint32_t next_id;      /* the kernel's next zero-copy id on this socket */
     unsigned copy_streak;  /* sends left by copy before zero-copy is retried */
+    bool retrying;         /* a streak ended: reap at every send until a large
+                            * send's completion says whether it still copies */
     unsigned hist;         /* recent large sends: bit set if copied */
     unsigned outstanding;  /* requests due */
     unsigned samples;
@@ -190,8 +192,11 @@ static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
                     s->outstanding--;
                     if (copied)
                         ZC_STAT_ADD(pool, completions_copied, 1);
+                    if (r->bytes >= MZ_THRESHOLD && !copied)
+                        s->retrying = false;
                     if (r->bytes >= MZ_THRESHOLD && note_large(s, copied)) {
                         s->copy_streak = MZ_COPY_STREAK;
+                        s->retrying = false;
                         ZC_LOG("socket cookie %llu: the kernel copied most large zero-copy "
                                "sends; copying from now on",
                                (unsigned long long)s->cookie);
@@ -335,11 +340,14 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     if (!s)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
     /* reading the error queue costs a system call: only once a few are
-     * due (optmem limits how many may be) */
-    if (s->outstanding >= 16)
+     * due (optmem limits how many may be), or at once while retrying zero-copy
+     * after a streak, so that a socket that still copies (loopback) goes
+     * back to copying after one zero-copy send, not sixteen */
+    if (s->outstanding >= 16 || (s->retrying && s->outstanding))
         reap_sock(pool, s);
     if (s->copy_streak) {
-        s->copy_streak--;
+        if (--s->copy_streak == 0)
+            s->retrying = true;
         pthread_mutex_unlock(&s->lock);
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     }
