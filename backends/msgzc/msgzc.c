@@ -50,6 +50,7 @@
 #define MZ_THRESHOLD ((size_t)16 << 10)
 #define MZ_THRESHOLD_DGRAM ((size_t)48 << 10)
 #define MZ_COPY_STREAK 64
+#define MZ_BACKOFF_MAX 6 /* found copying again: a streak twice as long, up to 4096 */
 
 struct mz_req {
     struct mz_req *next;
@@ -71,6 +72,7 @@ struct mz_sock {
     unsigned hist;         /* recent large sends: bit set if copied */
     unsigned outstanding;  /* requests due */
     unsigned samples;
+    unsigned backoff;      /* streaks in a row */
     struct mz_req *head, *tail; /* due, in id order */
     pthread_mutex_t lock;
 };
@@ -192,10 +194,14 @@ static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
                     s->outstanding--;
                     if (copied)
                         ZC_STAT_ADD(pool, completions_copied, 1);
-                    if (r->bytes >= MZ_THRESHOLD && !copied)
+                    if (r->bytes >= MZ_THRESHOLD && !copied) {
                         s->retrying = false;
+                        s->backoff = 0;
+                    }
                     if (r->bytes >= MZ_THRESHOLD && note_large(s, copied)) {
-                        s->copy_streak = MZ_COPY_STREAK;
+                        s->copy_streak = MZ_COPY_STREAK << s->backoff;
+                        if (s->backoff < MZ_BACKOFF_MAX)
+                            s->backoff++;
                         s->retrying = false;
                         ZC_LOG("socket cookie %llu: the kernel copied most large zero-copy "
                                "sends; copying from now on",
