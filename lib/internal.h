@@ -173,6 +173,10 @@ ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msg
                                   struct zc_part *parts, size_t nparts, int flags);
 ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
                                 size_t nparts, size_t sent, bool unregistered);
+/* The socket's SO_COOKIE (unique while the system runs), 0 if it has none
+ * or @fd is not a socket (errno then says why): tells a socket from another
+ * behind the same descriptor number. */
+ZC_HIDDEN uint64_t zc__sock_cookie(int fd);
 /* sendmsg(2) of @msg from byte @skip on, by a copy (a blocking socket of a
  * zero-copy pool gets the rest even when woken by the pool's completions). */
 ZC_HIDDEN ssize_t zc__send_copied_from(struct zc_pool *pool, int fd, const struct msghdr *msg,

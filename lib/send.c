@@ -168,6 +168,15 @@ void zc__send_init(struct zc_pool *pool)
     pool->send_min = s < d ? pool->send_min_stream : pool->send_min_dgram;
 }
 
+uint64_t zc__sock_cookie(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+        return 0;
+    return cookie;
+}
+
 #define ZC_SOCK_TYPE_USES 64 /* uses of a remembered kind before it is asked again */
 
 static bool ask_dgram(int fd)

@@ -283,19 +283,10 @@ static struct iou_req *req_again(struct zc_pool *pool, const struct iou_req *req
     return again;
 }
 
-static uint64_t sock_cookie(int fd)
-{
-    uint64_t cookie = 0;
-    socklen_t len = sizeof(cookie);
-    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
-        return 0;
-    return cookie;
-}
-
 static void mark_copying(struct iou_pool *st, int fd)
 {
     if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
-        uint64_t cookie = sock_cookie(fd);
+        uint64_t cookie = zc__sock_cookie(fd);
         unsigned b = atomic_load_explicit(&st->fd_backoff[fd], memory_order_relaxed);
         if (cookie != atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed))
             b = 0; /* another socket behind this number */
@@ -317,7 +308,7 @@ static bool still_copying(struct iou_pool *st, int fd, uint16_t left)
     if (left % ZC_IOU_COOKIE_EVERY)
         return true;
     uint64_t want = atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed);
-    if (!want || sock_cookie(fd) == want)
+    if (!want || zc__sock_cookie(fd) == want)
         return true;
     atomic_store_explicit(&st->fd_copy[fd], 0, memory_order_relaxed);
     atomic_store_explicit(&st->fd_hist[fd], 0, memory_order_relaxed);

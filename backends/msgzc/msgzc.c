@@ -109,15 +109,6 @@ struct mz_pool {
     _Atomic uint64_t fd_cookie[MZ_FD_CACHE];
 };
 
-static uint64_t sock_cookie(int fd)
-{
-    uint64_t cookie = 0;
-    socklen_t len = sizeof(cookie);
-    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
-        return 0;
-    return cookie;
-}
-
 /* Socket lock held: send by copy for a streak, a longer one each time in a
  * row that the socket is found copying. */
 static void start_streak(struct mz_pool *st, struct mz_sock *s)
@@ -337,7 +328,7 @@ static void mz_fini(struct zc_pool *pool)
 static struct mz_sock *sock_get(struct zc_pool *pool, int fd)
 {
     struct mz_pool *st = pool->backend;
-    uint64_t cookie = sock_cookie(fd);
+    uint64_t cookie = zc__sock_cookie(fd);
     if (!cookie)
         return NULL;
     pthread_mutex_lock(&st->lock);
@@ -381,7 +372,7 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     unsigned left = cached ? atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed) : 0;
     if (left > 1) {
         if ((left - 1) % MZ_COOKIE_EVERY ||
-            sock_cookie(fd) == atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed)) {
+            zc__sock_cookie(fd) == atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed)) {
             atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
             return zc__send_copied(pool, fd, msg, parts, nparts, flags);
         }
