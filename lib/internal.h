@@ -173,6 +173,26 @@ ZC_HIDDEN ssize_t zc__send_copied(struct zc_pool *pool, int fd, const struct msg
                                   struct zc_part *parts, size_t nparts, int flags);
 ZC_HIDDEN void zc__account_sent(struct zc_pool *pool, const struct zc_part *parts,
                                 size_t nparts, size_t sent, bool unregistered);
+/* The copy switch of the zero-copy backends (copyswitch.c): sockets the
+ * kernel copies for anyway are sent to by copy for a streak, by descriptor
+ * (descriptors from ZC_SWITCH_FDS on are never switched). */
+#define ZC_SWITCH_FDS 65536
+struct zc_copy_switch {
+    _Atomic uint16_t left[ZC_SWITCH_FDS];   /* sends of the streak left + 1 */
+    _Atomic uint8_t backoff[ZC_SWITCH_FDS]; /* streaks in a row of that socket */
+    _Atomic uint64_t cookie[ZC_SWITCH_FDS]; /* SO_COOKIE of the socket found copying */
+};
+enum zc_switch {
+    ZC_SWITCH_NONE,       /* no streak: zero-copy */
+    ZC_SWITCH_COPY,       /* in a streak: copy this send */
+    ZC_SWITCH_RETRY,      /* the streak is over: this send tries zero-copy again */
+    ZC_SWITCH_NEW_SOCKET, /* another socket behind the number: judge it afresh */
+};
+ZC_HIDDEN enum zc_switch zc__switch_check(struct zc_copy_switch *sw, int fd);
+/* Start a streak for @fd (@cookie: its socket's, or 0 to ask). */
+ZC_HIDDEN void zc__switch_start(struct zc_copy_switch *sw, int fd, uint64_t cookie);
+/* A large send of @fd went zero-copy: the next streak is the shortest. */
+ZC_HIDDEN void zc__switch_zerocopy_seen(struct zc_copy_switch *sw, int fd);
 /* The socket's SO_COOKIE (unique while the system runs), 0 if it has none
  * or @fd is not a socket (errno then says why): tells a socket from another
  * behind the same descriptor number. */

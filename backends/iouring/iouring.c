@@ -45,13 +45,6 @@ struct zc_clone_buffers {
 #define ZC_IOU_SEG_MIN ((size_t)2 << 20)
 #define ZC_IOU_MAX_BUFS 16384
 #define ZC_IOU_FD_CACHE 65536
-#define ZC_IOU_COPY_STREAK 64 /* sends by copy before zero-copy is tried again */
-/* A socket found copying again at the end of a streak gets one twice as
- * long, up to 64 << 6 = 4096 sends: each retry costs a zero-copy send the
- * kernel copies anyway (over loopback, 10% more CPU at 256 KiB with a
- * constant 64). */
-#define ZC_IOU_BACKOFF_MAX 6
-#define ZC_IOU_COOKIE_EVERY 8 /* a streak checks its socket's identity this often */
 #define ZC_IOU_JUDGE_SENDS 8 /* large sends, each flagged copied, that start a streak */
 /* A single part below this is cheaper copied. zcbench, TCP, veth+XDP,
  * sender CPU per message against send(2), paired medians (2026-12-05,
@@ -131,10 +124,8 @@ struct iou_pool {
     uint8_t *seg_registered;
     _Atomic uint64_t reg_gen;
     pthread_mutex_t master_lock;
-    _Atomic uint16_t fd_copy[ZC_IOU_FD_CACHE];
-    _Atomic uint8_t fd_backoff[ZC_IOU_FD_CACHE]; /* streaks in a row of that socket */
+    struct zc_copy_switch sw; /* sockets found copying (lib/copyswitch.c) */
     _Atomic uint16_t fd_hist[ZC_IOU_FD_CACHE]; /* recent large notifications */
-    _Atomic uint64_t fd_cookie[ZC_IOU_FD_CACHE]; /* SO_COOKIE of the socket found copying */
     _Atomic uint8_t fd_nonblock[ZC_IOU_FD_CACHE]; /* 1: O_NONBLOCK when last asked */
 };
 
@@ -283,39 +274,6 @@ static struct iou_req *req_again(struct zc_pool *pool, const struct iou_req *req
     return again;
 }
 
-static void mark_copying(struct iou_pool *st, int fd)
-{
-    if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
-        uint64_t cookie = zc__sock_cookie(fd);
-        unsigned b = atomic_load_explicit(&st->fd_backoff[fd], memory_order_relaxed);
-        if (cookie != atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed))
-            b = 0; /* another socket behind this number */
-        atomic_store_explicit(&st->fd_cookie[fd], cookie, memory_order_relaxed);
-        atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(ZC_IOU_COPY_STREAK << b),
-                              memory_order_relaxed);
-        atomic_store_explicit(&st->fd_backoff[fd], (uint8_t)(b < ZC_IOU_BACKOFF_MAX ? b + 1 : b),
-                              memory_order_relaxed);
-    }
-}
-
-/* True while @fd is still the socket that was found copying. The streak is
- * kept by descriptor, which the application may close and reuse for a
- * socket that does go zero-copy: every ZC_IOU_COOKIE_EVERY sends of the
- * streak (from its first) the socket's cookie is checked, so a new socket
- * copies at most that many sends before it is judged afresh. */
-static bool still_copying(struct iou_pool *st, int fd, uint16_t left)
-{
-    if (left % ZC_IOU_COOKIE_EVERY)
-        return true;
-    uint64_t want = atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed);
-    if (!want || zc__sock_cookie(fd) == want)
-        return true;
-    atomic_store_explicit(&st->fd_copy[fd], 0, memory_order_relaxed);
-    atomic_store_explicit(&st->fd_hist[fd], 0, memory_order_relaxed);
-    atomic_store_explicit(&st->fd_backoff[fd], 0, memory_order_relaxed);
-    return false;
-}
-
 /* Note whether a large send of @fd was copied by the kernel; true when
  * each of the last ZC_IOU_JUDGE_SENDS was, which is what a socket whose
  * deliveries copy (loopback, local delivery) shows. Fewer are not enough:
@@ -368,10 +326,10 @@ static void handle_notif(struct zc_pool *pool, struct iou_ring *r, struct io_uri
      * socket by its large sends only */
     if (have_report_usage && req->bytes >= ZC_IOU_JUDGE_MIN) {
         bool always = copies_always(st, req->fd, copied);
-        if (!copied && req->fd >= 0 && req->fd < ZC_IOU_FD_CACHE)
-            atomic_store_explicit(&st->fd_backoff[req->fd], 0, memory_order_relaxed);
+        if (!copied)
+            zc__switch_zerocopy_seen(&st->sw, req->fd);
         if (always) {
-            mark_copying(st, req->fd);
+            zc__switch_start(&st->sw, req->fd, 0);
             ZC_LOG("socket %d: the kernel copied each of the last %d large zero-copy sends; "
                    "copying from now on", req->fd, ZC_IOU_JUDGE_SENDS);
         }
@@ -1064,7 +1022,7 @@ static ssize_t send_chain(struct zc_pool *pool, struct iou_ring *r, int fd,
              * (AF_UNIX stream): the rest goes by copy */
             ZC_STAT_ADD(pool, fallbacks, 1);
             if (err == -EOPNOTSUPP)
-                mark_copying(st, fd);
+                zc__switch_start(&st->sw, fd, 0);
             ZC_LOG("io_uring: %s; copying the rest of this message", strerror(-err));
             for (size_t i = 0; i < nparts; i++)
                 if (parts[i].pb && !moved[i]) {
@@ -1105,14 +1063,11 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
     }
     if (!any)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
-    if (fd >= 0 && fd < ZC_IOU_FD_CACHE) {
-        uint16_t left = atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed);
-        if (left && still_copying(st, fd, left)) {
-            /* this socket copies anyway (local delivery): copy here, cheaper */
-            atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
-            return zc__send_copied(pool, fd, msg, parts, nparts, flags);
-        }
-    }
+    enum zc_switch sw = zc__switch_check(&st->sw, fd);
+    if (sw == ZC_SWITCH_COPY) /* this socket copies anyway (local delivery): copy here, cheaper */
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
+    if (sw == ZC_SWITCH_NEW_SOCKET && fd < ZC_IOU_FD_CACHE)
+        atomic_store_explicit(&st->fd_hist[fd], 0, memory_order_relaxed);
     bool chain = !single && chain_fits(fd, msg, parts, nparts);
     /* SENDMSG_ZC from a fixed buffer pins nothing, so the floor for the
      * pinning kind does not apply to it */
@@ -1220,7 +1175,7 @@ static ssize_t iou_send_parts(struct zc_pool *pool, int fd, const struct msghdr 
          * EMSGSIZE from that too); the references went with req */
         ZC_STAT_ADD(pool, fallbacks, 1);
         if (res == -EOPNOTSUPP)
-            mark_copying(st, fd);
+            zc__switch_start(&st->sw, fd, 0);
         ZC_LOG("io_uring: %s; copying this send", strerror(-res));
         return zc__send_copied_from(pool, fd, msg, flags, 0);
     }

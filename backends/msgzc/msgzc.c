@@ -49,14 +49,11 @@
  * docs/performance.md). */
 #define MZ_THRESHOLD ((size_t)16 << 10)
 #define MZ_THRESHOLD_DGRAM ((size_t)48 << 10)
+/* A socket found copying is switched by descriptor (lib/copyswitch.c), so
+ * that the sends of its streak skip the lookup by cookie (a getsockopt per
+ * send: 1.31x send(2) for 60 KiB UDP datagrams over loopback); past the
+ * switch's descriptors, by socket, for this many sends. */
 #define MZ_COPY_STREAK 64
-#define MZ_BACKOFF_MAX 6 /* found copying again: a streak twice as long, up to 4096 */
-/* A streak is kept by descriptor too, so that its sends skip the socket
- * lookup (a getsockopt(SO_COOKIE) per send: 1.31x send(2) for 60 KiB UDP
- * datagrams over loopback); the descriptor is checked to be the same socket
- * every MZ_COOKIE_EVERY sends of the streak. */
-#define MZ_FD_CACHE 65536
-#define MZ_COOKIE_EVERY 8
 
 struct mz_req {
     struct mz_req *next;
@@ -74,13 +71,12 @@ struct mz_sock {
     uint32_t next_id;      /* the kernel's next zero-copy id on this socket */
     int fd;                /* the descriptor it was last sent through */
     unsigned copy_streak;  /* sends left by copy before zero-copy is retried
-                            * (descriptors past MZ_FD_CACHE; else fd_copy) */
+                            * (descriptors past the copy switch's) */
     bool retrying;         /* a streak ended: reap at every send until a large
                             * send's completion says whether it still copies */
     unsigned hist;         /* recent large sends: bit set if copied */
     unsigned outstanding;  /* requests due */
     unsigned samples;
-    unsigned backoff;      /* streaks in a row */
     struct mz_req *head, *tail; /* due, in id order */
     pthread_mutex_t lock;
 };
@@ -103,26 +99,17 @@ struct mz_pool {
     struct mz_sock *buckets[MZ_BUCKETS];
     unsigned nsocks;
     struct mz_grave *graves; /* made at the first eviction */
-    /* Streaks by descriptor: sends left + 1 (1: over, the next send
-     * retries zero-copy), and the cookie of the socket found copying. */
-    _Atomic uint16_t fd_copy[MZ_FD_CACHE];
-    _Atomic uint64_t fd_cookie[MZ_FD_CACHE];
+    struct zc_copy_switch sw; /* sockets found copying, by descriptor */
 };
 
-/* Socket lock held: send by copy for a streak, a longer one each time in a
- * row that the socket is found copying. */
+/* Socket lock held: send by copy for a streak. */
 static void start_streak(struct mz_pool *st, struct mz_sock *s)
 {
-    unsigned n = MZ_COPY_STREAK << s->backoff;
-    if (s->backoff < MZ_BACKOFF_MAX)
-        s->backoff++;
     s->retrying = false;
-    if (s->fd >= 0 && s->fd < MZ_FD_CACHE) {
-        atomic_store_explicit(&st->fd_cookie[s->fd], s->cookie, memory_order_relaxed);
-        atomic_store_explicit(&st->fd_copy[s->fd], (uint16_t)(n + 1), memory_order_relaxed);
-    } else {
-        s->copy_streak = n;
-    }
+    if (s->fd >= 0 && s->fd < ZC_SWITCH_FDS)
+        zc__switch_start(&st->sw, s->fd, s->cookie);
+    else
+        s->copy_streak = MZ_COPY_STREAK;
 }
 
 static unsigned bucket_of(uint64_t cookie)
@@ -194,6 +181,7 @@ static bool note_large(struct mz_sock *s, bool copied)
 /* Read the error queue; complete the requests it names. Socket lock held. */
 static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
 {
+    struct mz_pool *st = pool->backend;
     int n = 0;
     while (s->head) {
         char control[128];
@@ -224,10 +212,10 @@ static int reap_sock(struct zc_pool *pool, struct mz_sock *s)
                         ZC_STAT_ADD(pool, completions_copied, 1);
                     if (r->bytes >= MZ_THRESHOLD && !copied) {
                         s->retrying = false;
-                        s->backoff = 0;
+                        zc__switch_zerocopy_seen(&st->sw, s->fd);
                     }
                     if (r->bytes >= MZ_THRESHOLD && note_large(s, copied)) {
-                        start_streak(pool->backend, s);
+                        start_streak(st, s);
                         ZC_LOG("socket cookie %llu: the kernel copied most large zero-copy "
                                "sends; copying from now on",
                                (unsigned long long)s->cookie);
@@ -368,16 +356,9 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
     if (!npb)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     struct mz_pool *st = pool->backend;
-    bool cached = fd >= 0 && fd < MZ_FD_CACHE;
-    unsigned left = cached ? atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed) : 0;
-    if (left > 1) {
-        if ((left - 1) % MZ_COOKIE_EVERY ||
-            zc__sock_cookie(fd) == atomic_load_explicit(&st->fd_cookie[fd], memory_order_relaxed)) {
-            atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
-            return zc__send_copied(pool, fd, msg, parts, nparts, flags);
-        }
-        atomic_store_explicit(&st->fd_copy[fd], 0, memory_order_relaxed); /* another socket */
-    }
+    enum zc_switch sw = zc__switch_check(&st->sw, fd);
+    if (sw == ZC_SWITCH_COPY)
+        return zc__send_copied(pool, fd, msg, parts, nparts, flags);
     struct mz_sock *s = sock_get(pool, fd);
     if (!s)
         return zc__send_copied(pool, fd, msg, parts, nparts, flags); /* its errno, e.g. EBADF */
@@ -385,18 +366,14 @@ static ssize_t mz_sendmsg(struct zc_pool *pool, int fd, const struct msghdr *msg
      * due (optmem limits how many may be), or at once while retrying zero-copy
      * after a streak, so that a socket that still copies (loopback) goes
      * back to copying after one zero-copy send, not sixteen */
-    if (left == 1) { /* its streak is over: try zero-copy again */
-        atomic_store_explicit(&st->fd_copy[fd], 0, memory_order_relaxed);
+    if (sw == ZC_SWITCH_RETRY) /* its streak is over: try zero-copy again */
         s->retrying = true;
-    }
     if (s->outstanding >= 16 || (s->retrying && s->outstanding))
         reap_sock(pool, s);
     /* a streak, or one that the completions just read started */
-    left = cached ? atomic_load_explicit(&st->fd_copy[fd], memory_order_relaxed) : 0;
-    if (s->copy_streak || left > 1) {
-        if (left > 1)
-            atomic_store_explicit(&st->fd_copy[fd], (uint16_t)(left - 1), memory_order_relaxed);
-        else if (--s->copy_streak == 0)
+    bool copy = s->copy_streak || zc__switch_check(&st->sw, fd) == ZC_SWITCH_COPY;
+    if (copy) {
+        if (s->copy_streak && --s->copy_streak == 0)
             s->retrying = true;
         pthread_mutex_unlock(&s->lock);
         return zc__send_copied(pool, fd, msg, parts, nparts, flags);
