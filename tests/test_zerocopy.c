@@ -63,22 +63,22 @@ static void drain(zc_pool *pool)
     assert_int_equal(stats_of(pool).in_flight, 0);
 }
 
-/* @sends sends of one sealed object over the loopback pair @c -> @s, every
+/* @sends sends of one sealed object of @size bytes over the loopback pair @c -> @s, every
  * byte checked; *zc_at_20 gets the zero-copy bytes after the 20th. With
  * @poll, zc_poll() after each send; without, completions are read only as
  * the backend reads them in its sends (as zcbench and most servers do). */
 #define LOOPBACK_SIZE ((size_t)256 << 10)
-static char *loopback_sends(zc_pool *pool, int c, int s, int sends, bool poll,
+static char *loopback_sends(zc_pool *pool, int c, int s, size_t size, int sends, bool poll,
                             uint64_t *zc_at_20)
 {
-    char *obj = sealed_object(pool, LOOPBACK_SIZE, 7);
-    char *got = malloc(LOOPBACK_SIZE);
+    char *obj = sealed_object(pool, size, 7);
+    char *got = malloc(size);
     assert_non_null(got);
     *zc_at_20 = 0;
     for (int i = 0; i < sends; i++) {
-        assert_int_equal(zc_send(pool, c, obj, LOOPBACK_SIZE, 0), (ssize_t)LOOPBACK_SIZE);
-        assert_int_equal(recv_exact(s, got, LOOPBACK_SIZE, 5000), LOOPBACK_SIZE);
-        assert_int_equal(pattern_check(got, LOOPBACK_SIZE, 7, 0), (size_t)-1);
+        assert_int_equal(zc_send(pool, c, obj, size, 0), (ssize_t)size);
+        assert_int_equal(recv_exact(s, got, size, 5000), size);
+        assert_int_equal(pattern_check(got, size, 7, 0), (size_t)-1);
         if (poll)
             zc_poll(pool, 10);
         if (i == 19)
@@ -101,7 +101,7 @@ static void loopback_is_detected_and_copied(void **state)
         tcp_pair(&c, &s);
         size_t size = LOOPBACK_SIZE;
         uint64_t zc_before_switch;
-        char *obj = loopback_sends(pool, c, s, 40, true, &zc_before_switch);
+        char *obj = loopback_sends(pool, c, s, size, 40, true, &zc_before_switch);
         struct zc_stats st = stats_of(pool);
         printf("%s loopback: zero-copy %llu B, copied %llu B, completions %llu (copied %llu)\n",
                zc_backends[b], (unsigned long long)st.bytes_zerocopy,
@@ -118,24 +118,14 @@ static void loopback_is_detected_and_copied(void **state)
          * to 1.6x the cost of send(2) here). 400 sends of 64 KiB without
          * zc_poll: retries after about 33 and 160 (a constant streak of 64:
          * six retries). */
-        uint64_t zc_parts = st.zerocopy_parts;
-        size_t small = (size_t)64 << 10;
-        char *obj64 = sealed_object(pool, small, 9);
-        char *got = malloc(small);
-        assert_non_null(got);
-        for (int i = 0; i < 400; i++) {
-            assert_int_equal(zc_send(pool, c, obj64, small, 0), (ssize_t)small);
-            assert_int_equal(recv_exact(s, got, small, 5000), small);
-            assert_int_equal(pattern_check(got, small, 9, 0), (size_t)-1);
-        }
-        free(got);
+        uint64_t zc_parts = st.zerocopy_parts, ignored;
+        char *obj64 = loopback_sends(pool, c, s, (size_t)64 << 10, 400, false, &ignored);
         uint64_t retried = stats_of(pool).zerocopy_parts - zc_parts;
         printf("%s loopback: %llu zero-copy sends of the next 400\n", zc_backends[b],
                (unsigned long long)retried);
         assert_true(retried >= 1 && retried <= 5);
         drain(pool);
         assert_int_equal(zc_free(pool, obj64), 0);
-        drain(pool);
         close(c);
         close(s);
         assert_int_equal(zc_free(pool, obj), 0);
@@ -586,7 +576,7 @@ static void reused_descriptor_on(const char *backend, const struct zc_netns_pair
     int c, s;
     tcp_pair(&c, &s);
     uint64_t zc_at_20;
-    char *obj = loopback_sends(pool, c, s, 24, true, &zc_at_20);
+    char *obj = loopback_sends(pool, c, s, LOOPBACK_SIZE, 24, true, &zc_at_20);
     assert_int_equal(stats_of(pool).bytes_zerocopy, zc_at_20); /* copying */
     drain(pool);
     close(s);

@@ -660,14 +660,16 @@ static long registered_segment(const struct zc_pool *pool, const void *base, siz
  * which must hold all of it; else -1. */
 static long message_segment(const struct zc_pool *pool, const struct zc_part *parts, size_t nparts)
 {
+    if (!have_vec_fixed)
+        return -1;
     long seg = -1;
-    for (size_t i = 0; have_vec_fixed && i < nparts; i++) {
+    for (size_t i = 0; i < nparts; i++) {
         long s = parts[i].pb ? registered_segment(pool, parts[i].base, parts[i].len) : -1;
         if (s < 0 || (i && s != seg))
             return -1;
         seg = s;
     }
-    return have_vec_fixed ? seg : -1;
+    return seg;
 }
 
 /* True if this ring can send from the fixed buffers now; ring lock held. */
