@@ -8,9 +8,9 @@
  *    to 33 pages and whole above (x86's tlb_single_page_flush_ceiling); in a
  *    guest each flush can be a trip to the hypervisor. Then what a write
  *    pays for landing on pages whose protection just changed: 64 KiB
- *    memcpys into the registered range, each either into pages left alone
- *    or right after its 4 MiB block was protected and released (as a
- *    reopened pageblock's new objects are), thread CPU, medians.
+ *    memcpys into the registered range, alternately right after their 4 MiB
+ *    block was protected and released (as a reopened pageblock's new
+ *    objects are) and without that, thread CPU, medians.
  * 2. churn: a cache of objects of one size, every one sealed, kept full:
  *    each step frees one (the oldest, as memcached's LRU evicts, or a random
  *    one with -R), allocates one, writes it and seals it. Pools of two
@@ -101,8 +101,8 @@ static int write_after_change(int uffd, char *p, size_t len)
         else
             plain[k / 2] = us;
     }
-    printf("64 KiB write, median of %d each: %.2f us into pages left alone, "
-           "%.2f us right after their 4 MiB block was protected and released\n",
+    printf("64 KiB write, median of %d each: %.2f us, and %.2f us right after "
+           "its 4 MiB block was protected and released\n",
            N, median(plain, N), median(changed, N));
     return 0;
 }
