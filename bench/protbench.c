@@ -10,7 +10,9 @@
  *    pays for landing on pages whose protection just changed: 64 KiB
  *    memcpys into the registered range, alternately right after their 4 MiB
  *    block was protected and released (as a reopened pageblock's new
- *    objects are) and without that, thread CPU, medians.
+ *    objects are) and without that, thread CPU, medians. Then the same for
+ *    2 MiB-aligned ranges in transparent huge pages (one PMD entry per
+ *    2 MiB instead of 512 PTEs), where the kernel gives them.
  * 2. churn: a cache of objects of one size, every one sealed, kept full:
  *    each step frees one (the oldest, as memcached's LRU evicts, or a random
  *    one with -R), allocates one, writes it and seals it. Pools of two
@@ -31,6 +33,7 @@
 #endif
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,30 +110,25 @@ static int write_after_change(int uffd, char *p, size_t len)
     return 0;
 }
 
-static int raw(void)
+/* Bytes of anonymous memory in transparent huge pages in this process. */
+static size_t anon_huge_bytes(void)
 {
-    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    struct uffdio_api api = { .api = UFFD_API };
-    if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api)) {
-        perror("userfaultfd");
-        return 1;
-    }
-    const size_t len = (size_t)64 << 20;
-    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return 1;
-    madvise(p, len, MADV_NOHUGEPAGE);
-    memset(p, 1, len);
-    struct uffdio_register reg = { .range = { (unsigned long)p, len },
-                                   .mode = UFFDIO_REGISTER_MODE_WP };
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg)) {
-        perror("UFFDIO_REGISTER");
-        return 1;
-    }
-    static const size_t pages[] = { 1, 16, 17, 32, 33, 34, 64, 256, 1024 };
-    printf("raw UFFDIO_WRITEPROTECT, median of 51 calls each\n");
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    size_t kib = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "AnonHugePages: %zu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib << 10;
+}
+
+/* Medians of protect and release over ranges of @npages pages of @p. */
+static int raw_table(int uffd, char *p, size_t len, const size_t *pages, size_t npages)
+{
     printf("%6s %12s %12s %14s\n", "pages", "protect us", "release us", "pair us/page");
-    for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
+    for (size_t i = 0; i < npages; i++) {
         size_t sz = pages[i] << 12;
         double on[51], off[51];
         for (int k = 0; k < 51; k++) {
@@ -148,9 +146,71 @@ static int raw(void)
         double a = median(on, 51), b = median(off, 51);
         printf("%6zu %12.1f %12.1f %14.2f\n", pages[i], a, b, (a + b) / (double)pages[i]);
     }
-    if (write_after_change(uffd, p, len))
+    return 0;
+}
+
+/* A populated, uffd-registered range of @len bytes: 4 KiB pages, or with
+ * @huge 2 MiB-aligned and advised into transparent huge pages. */
+static const size_t pmd_bytes = (size_t)2 << 20;
+
+static char *raw_range(int uffd, size_t len, int huge, char **map)
+{
+    const size_t pmd = pmd_bytes;
+    char *m = mmap(NULL, len + pmd, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    *map = m;
+    char *p = (char *)(((uintptr_t)m + pmd - 1) & ~(uintptr_t)(pmd - 1));
+    madvise(p, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    memset(p, 1, len);
+    struct uffdio_register reg = { .range = { (unsigned long)p, len },
+                                   .mode = UFFDIO_REGISTER_MODE_WP };
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+        perror("UFFDIO_REGISTER");
+        return NULL;
+    }
+    return p;
+}
+
+static int raw(void)
+{
+    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = { .api = UFFD_API };
+    if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api)) {
+        perror("userfaultfd");
         return 1;
-    munmap(p, len);
+    }
+    const size_t len = (size_t)64 << 20;
+    char *pmap, *hmap;
+    char *p = raw_range(uffd, len, 0, &pmap);
+    if (!p)
+        return 1;
+    static const size_t pages[] = { 1, 16, 17, 32, 33, 34, 64, 256, 1024 };
+    printf("raw UFFDIO_WRITEPROTECT, median of 51 calls each\n");
+    if (raw_table(uffd, p, len, pages, sizeof(pages) / sizeof(pages[0])) ||
+        write_after_change(uffd, p, len))
+        return 1;
+    /* Whole 2 MiB-aligned huge pages change one PMD entry each, not 512
+     * PTEs; the memcached patch's 4 MiB pageblocks could be such pages. */
+    size_t before = anon_huge_bytes();
+    char *h = raw_range(uffd, len, 1, &hmap);
+    if (!h)
+        return 1;
+    size_t huge = anon_huge_bytes() - before;
+    if (huge < len / 2) {
+        printf("the same in transparent huge pages: skipped, only %zu of %zu bytes "
+               "in huge pages (see /sys/kernel/mm/transparent_hugepage/enabled)\n",
+               huge, len);
+    } else {
+        static const size_t hpages[] = { 512, 1024 };
+        printf("the same in transparent huge pages (%zu MiB of %zu), 2 MiB-aligned ranges\n",
+               huge >> 20, len >> 20);
+        if (raw_table(uffd, h, len, hpages, sizeof(hpages) / sizeof(hpages[0])) ||
+            write_after_change(uffd, h, len))
+            return 1;
+    }
+    munmap(hmap, len + pmd_bytes);
+    munmap(pmap, len + pmd_bytes);
     close(uffd);
     return 0;
 }
