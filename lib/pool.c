@@ -64,7 +64,7 @@ static int resolve_config(struct zc_pool_config *cfg, const struct zc_pool_confi
     }
     if (cfg->pageblock_size < ZC_MIN_PAGEBLOCK || cfg->pageblock_size > ZC_MAX_PAGEBLOCK ||
         cfg->pageblock_size % ZC_PAGE_SIZE) {
-        ZC_LOG("pageblock size %zu: want a multiple of 4 KiB from 16 KiB to 1 MiB",
+        ZC_LOG("pageblock size %zu: want a multiple of 4 KiB from 16 KiB to 4 MiB",
                cfg->pageblock_size);
         return -EINVAL;
     }
