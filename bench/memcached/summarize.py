@@ -10,13 +10,26 @@ the figure that does not depend on how fast the client is. A run whose
 checks did not finish (wrong = ERR: memcaslap or mcverify printed no verdict)
 is left out of the medians and counted under "failed". "paired" is the
 median over runs of the per-run ratio to the stock run of the same round
-(the variants run back to back in each round). Writes
+(the variants run back to back in each round), and "paired 95%" the
+percentile bootstrap interval of that median (4000 resamples of the rounds,
+a fixed seed, so the same rows give the same interval; at least 5 rounds):
+a ratio whose interval is wider than the effect asked about cannot show
+it. Writes
 OUTDIR/summary.txt (also printed) and OUTDIR/plot-PROTO.dat for mcbench.gp.
 """
 import csv
 import os
+import random
 import statistics
 import sys
+
+
+def boot_median_ci(values, resamples=4000, seed=1):
+    """Percentile bootstrap 95% interval of the median of @values."""
+    rng = random.Random(seed)
+    n = len(values)
+    meds = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
 
 
 def med_range(values):
@@ -33,7 +46,7 @@ def main():
     variants = sorted({r["variant"] for r in rows}, key=lambda v: (v != "stock", v))
     lines = ["size\tproto\tvariant\truns\tGETs/s median (min..max)\t"
              "CPU us/GET median (min..max)\tGETs/s per server core\tvs stock per core\t"
-             "vs stock GETs/s\tpaired vs stock per core\twrong\tfailed"]
+             "vs stock GETs/s\tpaired vs stock per core\tpaired 95%\twrong\tfailed"]
     dat = {}
     for (proto, size), vs in sorted(groups.items()):
         base_core = base_gets = None
@@ -43,7 +56,7 @@ def main():
             ok = [r for r in vs[v] if r["wrong"].isdigit()]
             failed = len(vs[v]) - len(ok)
             if not ok:
-                lines.append("%d\t%s\t%s\t0\t-\t-\t-\t-\t-\t-\t-\t%d" % (size, proto, v, failed))
+                lines.append("%d\t%s\t%s\t0\t-\t-\t-\t-\t-\t-\t-\t-\t%d" % (size, proto, v, failed))
                 continue
             g = [float(r["gets_per_s"]) for r in ok]
             c = [float(r["cpu_us_per_get"]) for r in ok]
@@ -54,6 +67,7 @@ def main():
             pairs = [stock_cpu[r["run"]] / float(r["cpu_us_per_get"]) for r in ok
                      if r["run"] in stock_cpu and float(r["cpu_us_per_get"]) > 0]
             rp = "%.3f" % statistics.median(pairs) if pairs else "-"
+            ci = "%.3f..%.3f" % boot_median_ci(pairs) if len(pairs) >= 5 and v != "stock" else "-"
             gm, gmin, gmax = med_range(g)
             cm, cmin, cmax = med_range(c)
             km = statistics.median(core) if core else float("nan")
@@ -61,8 +75,8 @@ def main():
                 base_core, base_gets = km, gm
             rc = "%.3f" % (km / base_core) if base_core else "-"
             rg = "%.3f" % (gm / base_gets) if base_gets else "-"
-            lines.append("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%.0f\t%s\t%s\t%s\t%d\t%d" % (
-                size, proto, v, len(g), gm, gmin, gmax, cm, cmin, cmax, km, rc, rg, rp, wrong,
+            lines.append("%d\t%s\t%s\t%d\t%.0f (%.0f..%.0f)\t%.2f (%.2f..%.2f)\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d" % (
+                size, proto, v, len(g), gm, gmin, gmax, cm, cmin, cmax, km, rc, rg, rp, ci, wrong,
                 failed))
             dat.setdefault(proto, {}).setdefault(size, {})[v] = (cm, cmin, cmax, km / base_core if base_core else float("nan"))
     text = "\n".join(lines) + "\n"
