@@ -124,7 +124,8 @@ static size_t anon_huge_bytes(void)
     return kib << 10;
 }
 
-/* Medians of protect and release over ranges of @npages pages of @p. */
+/* Medians of protect and release of ranges of @p, one row per page count
+ * in @pages (@npages of them). */
 static int raw_table(int uffd, char *p, size_t len, const size_t *pages, size_t npages)
 {
     printf("%6s %12s %12s %14s\n", "pages", "protect us", "release us", "pair us/page");
@@ -149,18 +150,19 @@ static int raw_table(int uffd, char *p, size_t len, const size_t *pages, size_t 
     return 0;
 }
 
-/* A populated, uffd-registered range of @len bytes: 4 KiB pages, or with
- * @huge 2 MiB-aligned and advised into transparent huge pages. */
 static const size_t pmd_bytes = (size_t)2 << 20;
 
+/* A populated, uffd-registered range of @len bytes, 2 MiB-aligned inside
+ * the mapping stored in @map (@len + 2 MiB long): 4 KiB pages, or with
+ * @huge advised into transparent huge pages. */
 static char *raw_range(int uffd, size_t len, int huge, char **map)
 {
-    const size_t pmd = pmd_bytes;
-    char *m = mmap(NULL, len + pmd, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *m = mmap(NULL, len + pmd_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
     if (m == MAP_FAILED)
         return NULL;
     *map = m;
-    char *p = (char *)(((uintptr_t)m + pmd - 1) & ~(uintptr_t)(pmd - 1));
+    char *p = (char *)(((uintptr_t)m + pmd_bytes - 1) & ~(uintptr_t)(pmd_bytes - 1));
     madvise(p, len, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
     memset(p, 1, len);
     struct uffdio_register reg = { .range = { (unsigned long)p, len },
